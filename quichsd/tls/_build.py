@@ -1,0 +1,141 @@
+"""cffi builder for ``quichsd.tls._gnutls`` (API mode, compiled at install time).
+
+API mode is chosen for speed: a call costs ~0.1 µs and the module loads in
+~3 ms, against ~0.3 µs and 50-90 ms for ABI mode.  Only what quichsd uses is
+declared.
+"""
+
+from pathlib import Path
+
+from cffi import FFI
+
+CDEF = r"""
+typedef struct gnutls_session_int *gnutls_session_t;
+typedef struct gnutls_certificate_credentials_st *gnutls_certificate_credentials_t;
+typedef struct gnutls_psk_client_credentials_st *gnutls_psk_client_credentials_t;
+typedef struct gnutls_psk_server_credentials_st *gnutls_psk_server_credentials_t;
+typedef struct gnutls_priority_st *gnutls_priority_t;
+typedef struct gnutls_anti_replay_st *gnutls_anti_replay_t;
+typedef long time_t;
+
+typedef struct {
+    unsigned char *data;
+    unsigned int size;
+} gnutls_datum_t;
+
+#define GNUTLS_SERVER ...
+#define GNUTLS_CLIENT ...
+#define GNUTLS_ENABLE_EARLY_DATA ...
+#define GNUTLS_NO_AUTO_SEND_TICKET ...
+#define GNUTLS_NO_END_OF_EARLY_DATA ...
+#define GNUTLS_E_SUCCESS ...
+#define GNUTLS_E_AGAIN ...
+#define GNUTLS_E_INTERRUPTED ...
+#define GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR ...
+#define GNUTLS_E_CERTIFICATE_ERROR ...
+#define GNUTLS_E_NO_CERTIFICATE_FOUND ...
+#define GNUTLS_E_NO_APPLICATION_PROTOCOL ...
+#define GNUTLS_E_DECRYPTION_FAILED ...
+#define GNUTLS_E_INSUFFICIENT_CREDENTIALS ...
+#define GNUTLS_E_UNEXPECTED_PACKET_LENGTH ...
+#define GNUTLS_E_DB_ENTRY_EXISTS ...
+#define GNUTLS_CRD_CERTIFICATE ...
+#define GNUTLS_CRD_PSK ...
+#define GNUTLS_X509_FMT_DER ...
+#define GNUTLS_X509_FMT_PEM ...
+#define GNUTLS_PSK_KEY_RAW ...
+#define GNUTLS_ALPN_MANDATORY ...
+#define GNUTLS_CERT_IGNORE ...
+#define GNUTLS_CERT_REQUEST ...
+#define GNUTLS_CERT_REQUIRE ...
+#define GNUTLS_SFLAGS_EARLY_DATA ...
+#define GNUTLS_CRT_PRINT_ONELINE ...
+#define GNUTLS_NAME_DNS ...
+
+int gnutls_init(gnutls_session_t *session, unsigned int flags);
+void gnutls_deinit(gnutls_session_t session);
+int gnutls_priority_init(gnutls_priority_t *cache, const char *priorities, const char **err_pos);
+void gnutls_priority_deinit(gnutls_priority_t);
+int gnutls_priority_set(gnutls_session_t session, gnutls_priority_t priority);
+int gnutls_credentials_set(gnutls_session_t session, int type, void *cred);
+int gnutls_server_name_set(gnutls_session_t session, int type, const void *name, size_t name_length);
+void gnutls_session_set_verify_cert(gnutls_session_t session, const char *hostname, unsigned flags);
+unsigned int gnutls_session_get_verify_cert_status(gnutls_session_t);
+void gnutls_certificate_server_set_request(gnutls_session_t session, int req);
+int gnutls_alpn_set_protocols(gnutls_session_t session, const gnutls_datum_t *protocols, unsigned protocols_size, unsigned flags);
+int gnutls_alpn_get_selected_protocol(gnutls_session_t session, gnutls_datum_t *protocol);
+int gnutls_session_set_data(gnutls_session_t session, const void *session_data, size_t session_data_size);
+int gnutls_session_get_data2(gnutls_session_t session, gnutls_datum_t *data);
+int gnutls_session_is_resumed(gnutls_session_t session);
+unsigned gnutls_session_get_flags(gnutls_session_t session);
+int gnutls_session_ticket_key_generate(gnutls_datum_t *key);
+int gnutls_session_ticket_enable_server(gnutls_session_t session, const gnutls_datum_t *key);
+int gnutls_session_ticket_send(gnutls_session_t session, unsigned nr, unsigned flags);
+int gnutls_record_set_max_early_data_size(gnutls_session_t session, size_t size);
+int gnutls_cipher_get(gnutls_session_t session);
+const char *gnutls_cipher_get_name(int algorithm);
+int gnutls_alert_send_appropriate(gnutls_session_t session, int err);
+int gnutls_error_is_fatal(int error);
+const char *gnutls_strerror(int error);
+const char *gnutls_check_version(const char *req_version);
+const gnutls_datum_t *gnutls_certificate_get_peers(gnutls_session_t session, unsigned int *list_size);
+int gnutls_psk_server_get_username2(gnutls_session_t session, gnutls_datum_t *username);
+int gnutls_certificate_verification_status_print(unsigned int status, int type, gnutls_datum_t *out, unsigned int flags);
+
+int gnutls_certificate_allocate_credentials(gnutls_certificate_credentials_t *res);
+void gnutls_certificate_free_credentials(gnutls_certificate_credentials_t sc);
+int gnutls_certificate_set_x509_system_trust(gnutls_certificate_credentials_t cred);
+int gnutls_certificate_set_x509_trust_mem(gnutls_certificate_credentials_t res, const gnutls_datum_t *ca, int type);
+int gnutls_certificate_set_x509_crl_mem(gnutls_certificate_credentials_t res, const gnutls_datum_t *CRL, int type);
+int gnutls_certificate_set_x509_key_mem2(gnutls_certificate_credentials_t res, const gnutls_datum_t *cert, const gnutls_datum_t *key, int type, const char *pass, unsigned int flags);
+
+int gnutls_psk_allocate_client_credentials(gnutls_psk_client_credentials_t *sc);
+void gnutls_psk_free_client_credentials(gnutls_psk_client_credentials_t sc);
+int gnutls_psk_set_client_credentials2(gnutls_psk_client_credentials_t res, const gnutls_datum_t *username, const gnutls_datum_t *key, int format);
+int gnutls_psk_allocate_server_credentials(gnutls_psk_server_credentials_t *sc);
+void gnutls_psk_free_server_credentials(gnutls_psk_server_credentials_t sc);
+
+int gnutls_anti_replay_init(gnutls_anti_replay_t *anti_replay);
+void gnutls_anti_replay_deinit(gnutls_anti_replay_t anti_replay);
+void gnutls_anti_replay_set_window(gnutls_anti_replay_t anti_replay, unsigned int window);
+void gnutls_anti_replay_enable(gnutls_session_t session, gnutls_anti_replay_t anti_replay);
+void gnutls_anti_replay_set_ptr(gnutls_anti_replay_t anti_replay, void *ptr);
+void gnutls_anti_replay_set_add_function(gnutls_anti_replay_t, int (*add_func)(void *, time_t, const gnutls_datum_t *, const gnutls_datum_t *));
+
+struct qd_journal {
+    unsigned char *buf;
+    size_t len;
+    size_t cap;
+    unsigned char local_tp[512];
+    size_t local_tp_len;
+    void *handle;
+    int failed_alloc;
+    int psk_unknown;
+    int peer_tp_seen;
+    int is_server;
+};
+
+int qd_session_attach(gnutls_session_t s, struct qd_journal *j);
+int qd_step(gnutls_session_t s, int klevel, const unsigned char *data, size_t size);
+int qd_post_handshake(gnutls_session_t s, int klevel, const unsigned char *data, size_t size);
+void qd_journal_release(struct qd_journal *j);
+int qd_datum_set(gnutls_datum_t *d, const unsigned char *data, size_t size);
+void qd_free(void *p);
+unsigned qd_session_kernel_cipher(gnutls_session_t s);
+void qd_set_psk_server_callback(gnutls_psk_server_credentials_t cred);
+
+extern "Python" int qd_py_psk_lookup(void *, const unsigned char *, size_t, gnutls_datum_t *);
+extern "Python" int qd_py_antireplay_add(void *, time_t, const gnutls_datum_t *, const gnutls_datum_t *);
+"""
+
+ffibuilder = FFI()
+ffibuilder.cdef(CDEF)
+ffibuilder.set_source(
+    "quichsd.tls._gnutls",
+    (Path(__file__).with_name("_glue.c")).read_text(),
+    libraries=["gnutls"],
+    extra_compile_args=["-O2"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

@@ -1,0 +1,243 @@
+"""Owners for GnuTLS objects that outlive one handshake.
+
+GnuTLS keeps raw pointers to credentials, priorities and anti-replay state
+without reference counting, so each lives in a Python object that a session
+references for as long as it runs (credentials collected early crashed a
+probe).  Everything here is built once and shared by many handshakes.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from collections.abc import Callable
+from typing import Any
+
+from quichsd.tls._gnutls import ffi, lib
+from quichsd.tls.levels import CIPHER_PRIORITY_NAMES, Cipher
+
+GNUTLS_MIN_VERSION = "3.7.2"
+
+
+class TlsSetupError(OSError):
+    """Credentials or session parameters GnuTLS refused; DONE carries EIO."""
+
+    def __init__(self, step: str, rc: int | None = None, code: int = errno.EIO) -> None:
+        detail = f": {gnutls_strerror(rc)}" if rc is not None else ""
+        super().__init__(code, f"{step}{detail}")
+        self.step = step
+        self.gnutls_rc = rc
+
+
+def gnutls_strerror(rc: int) -> str:
+    return f"{ffi.string(lib.gnutls_strerror(rc)).decode()} ({rc})"
+
+
+def gnutls_version() -> str:
+    return str(ffi.string(lib.gnutls_check_version(ffi.NULL)).decode())
+
+
+def check(rc: int, step: str) -> int:
+    if rc < 0:
+        raise TlsSetupError(step, rc)
+    return rc
+
+
+def _datum(data: bytes) -> Any:
+    """A gnutls_datum_t over ``data``; the caller keeps ``data`` alive."""
+    d = ffi.new("gnutls_datum_t *")
+    d.data = ffi.from_buffer(data)
+    d.size = len(data)
+    return d
+
+
+def _format(blob: bytes) -> int:
+    return lib.GNUTLS_X509_FMT_PEM if blob.lstrip().startswith(b"-----") else lib.GNUTLS_X509_FMT_DER
+
+
+_priority_cache: dict[int, Any] = {}
+
+
+def priority_for(cipher: int) -> Any:
+    """The QUIC priority cache for a payload cipher (0 = any), built once per process.
+
+    TLS 1.3 only, middlebox compatibility mode off (RFC 9001 §8.4), PSK modes
+    with and without (EC)DHE for resumption and external PSKs.
+    """
+    cached = _priority_cache.get(cipher)
+    if cached is not None:
+        return cached
+    names = CIPHER_PRIORITY_NAMES.get(cipher)
+    if names is None:
+        raise TlsSetupError(f"payload cipher {cipher} is not one of 0, 51..54", code=errno.EINVAL)
+    text = (
+        "NORMAL:-VERS-ALL:+VERS-TLS1.3:+ECDHE-PSK:+PSK:-CIPHER-ALL:"
+        + ":".join("+" + n for n in names)
+        + ":%DISABLE_TLS13_COMPAT_MODE"
+    )
+    holder = ffi.new("gnutls_priority_t *")
+    check(lib.gnutls_priority_init(holder, text.encode(), ffi.NULL), f"priority {text!r}")
+    cache = ffi.gc(holder[0], lib.gnutls_priority_deinit)
+    _priority_cache[cipher] = cache
+    return cache
+
+
+class CertificateCredentials:
+    """X.509 credentials: our chain and key (optional) and the trust anchors.
+
+    Certificates and keys are PEM or DER bytes (the kernel keyring hands out DER).
+    """
+
+    kind = "certificate"
+
+    def __init__(
+        self,
+        *,
+        chain: bytes | None = None,
+        key: bytes | None = None,
+        trust: bytes | None = None,
+        system_trust: bool = False,
+        crl: bytes | None = None,
+    ) -> None:
+        holder = ffi.new("gnutls_certificate_credentials_t *")
+        check(lib.gnutls_certificate_allocate_credentials(holder), "allocating credentials")
+        self.ptr = ffi.gc(holder[0], lib.gnutls_certificate_free_credentials)
+        self.has_key = chain is not None
+        if (chain is None) != (key is None):
+            raise TlsSetupError("a certificate needs its private key and vice versa")
+        if chain is not None and key is not None:
+            check(
+                lib.gnutls_certificate_set_x509_key_mem2(
+                    self.ptr, _datum(chain), _datum(key), _format(chain), ffi.NULL, 0
+                ),
+                "loading certificate and private key",
+            )
+        if trust is not None:
+            n = check(
+                lib.gnutls_certificate_set_x509_trust_mem(self.ptr, _datum(trust), _format(trust)),
+                "loading trust anchors",
+            )
+            if n == 0:
+                raise TlsSetupError("the trust store holds no certificate")
+        if system_trust:
+            check(lib.gnutls_certificate_set_x509_system_trust(self.ptr), "loading system trust")
+        if crl is not None:
+            check(
+                lib.gnutls_certificate_set_x509_crl_mem(self.ptr, _datum(crl), _format(crl)),
+                "loading CRL",
+            )
+
+
+class PskClientCredentials:
+    """An external PSK a client offers: identity and raw key."""
+
+    kind = "psk-client"
+
+    def __init__(self, identity: bytes, key: bytes) -> None:
+        if not identity or not key:
+            raise TlsSetupError("a PSK needs a non-empty identity and key", code=errno.ENOKEY)
+        holder = ffi.new("gnutls_psk_client_credentials_t *")
+        check(lib.gnutls_psk_allocate_client_credentials(holder), "allocating PSK credentials")
+        self.ptr = ffi.gc(holder[0], lib.gnutls_psk_free_client_credentials)
+        self.identity = identity
+        check(
+            lib.gnutls_psk_set_client_credentials2(
+                self.ptr, _datum(identity), _datum(key), lib.GNUTLS_PSK_KEY_RAW
+            ),
+            "setting PSK",
+        )
+
+
+PskLookup = Callable[[bytes], bytes | None]
+
+
+class PskServerCredentials:
+    """Server PSK credentials; keys are found per handshake by the engine's lookup."""
+
+    kind = "psk-server"
+
+    def __init__(self) -> None:
+        holder = ffi.new("gnutls_psk_server_credentials_t *")
+        check(lib.gnutls_psk_allocate_server_credentials(holder), "allocating PSK credentials")
+        self.ptr = ffi.gc(holder[0], lib.gnutls_psk_free_server_credentials)
+        lib.qd_set_psk_server_callback(self.ptr)
+
+
+@ffi.def_extern()  # type: ignore[untyped-decorator]
+def qd_py_psk_lookup(handle: Any, identity: Any, identity_len: int, key_out: Any) -> int:
+    lookup: PskLookup = ffi.from_handle(handle)
+    try:
+        key = lookup(bytes(ffi.buffer(identity, identity_len)))
+    except Exception:  # a broken lookup must fail the handshake, not the process
+        return -1
+    if not key:
+        return -1
+    return int(lib.qd_datum_set(key_out, key, len(key)))
+
+
+def new_ticket_key() -> bytes:
+    """A fresh 64-byte session-ticket encryption key in GnuTLS's format."""
+    d = ffi.new("gnutls_datum_t *")
+    check(lib.gnutls_session_ticket_key_generate(d), "generating a ticket key")
+    try:
+        return bytes(ffi.buffer(d.data, d.size))
+    finally:
+        lib.qd_free(d.data)
+
+
+class AntiReplay:
+    """0-RTT replay guard shared by the server handshakes of one process.
+
+    GnuTLS checks the ClientHello's age against ``window_ms`` and asks us to
+    remember each accepted 0-RTT ClientHello until it expires; a second one
+    with the same key is refused (the handshake goes on as 1-RTT).  tlshd's
+    store accepts everything; this one remembers up to ``capacity`` entries.
+    """
+
+    def __init__(self, window_ms: int = 10_000, capacity: int = 100_000) -> None:
+        holder = ffi.new("gnutls_anti_replay_t *")
+        check(lib.gnutls_anti_replay_init(holder), "anti-replay init")
+        self.ptr = ffi.gc(holder[0], lib.gnutls_anti_replay_deinit)
+        lib.gnutls_anti_replay_set_window(self.ptr, window_ms)
+        self._handle = ffi.new_handle(self)
+        lib.gnutls_anti_replay_set_ptr(self.ptr, self._handle)
+        lib.gnutls_anti_replay_set_add_function(self.ptr, lib.qd_py_antireplay_add)
+        self._seen: dict[bytes, float] = {}
+        self._capacity = capacity
+        self.refused = 0
+
+    def add(self, key: bytes, expires: float) -> bool:
+        """Records ``key``; False if it was seen and has not expired."""
+        now = time.time()
+        seen = self._seen.get(key)
+        if seen is not None and seen > now:
+            self.refused += 1
+            return False
+        if len(self._seen) >= self._capacity:
+            self._seen = {k: t for k, t in self._seen.items() if t > now}
+            if len(self._seen) >= self._capacity:
+                self.refused += 1
+                return False  # full of live entries: refusing 0-RTT is the safe answer
+        self._seen[key] = expires
+        return True
+
+
+@ffi.def_extern()  # type: ignore[untyped-decorator]
+def qd_py_antireplay_add(ptr: Any, expires: int, key: Any, data: Any) -> int:
+    store: AntiReplay = ffi.from_handle(ptr)
+    fresh = store.add(bytes(ffi.buffer(key.data, key.size)), float(expires))
+    return 0 if fresh else int(lib.GNUTLS_E_DB_ENTRY_EXISTS)
+
+
+__all__ = [
+    "GNUTLS_MIN_VERSION",
+    "AntiReplay",
+    "CertificateCredentials",
+    "Cipher",
+    "PskClientCredentials",
+    "PskServerCredentials",
+    "TlsSetupError",
+    "gnutls_version",
+    "new_ticket_key",
+    "priority_for",
+]

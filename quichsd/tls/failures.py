@@ -1,0 +1,61 @@
+"""How a failed handshake maps to the status DONE carries and the alert sent.
+
+The kernel consumers read the status: NFS treats EACCES and ETIMEDOUT
+specially, NVMe revokes a PSK on EKEYREJECTED.  The table follows tlshd where
+tlshd is right (../shared/spec/handshake-netlink.md §8).
+"""
+
+from __future__ import annotations
+
+import errno
+
+from quichsd.tls._gnutls import ffi, lib
+
+ALERT_ACCESS_DENIED = 49
+ALERT_DECODE_ERROR = 50
+ALERT_INTERNAL_ERROR = 80
+ALERT_MISSING_EXTENSION = 109
+ALERT_CERTIFICATE_REQUIRED = 116
+ALERT_UNKNOWN_PSK_IDENTITY = 115
+ALERT_NO_APPLICATION_PROTOCOL = 120
+
+_CERTIFICATE_FAILURES = frozenset(
+    {
+        lib.GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR,
+        lib.GNUTLS_E_CERTIFICATE_ERROR,
+        lib.GNUTLS_E_NO_CERTIFICATE_FOUND,
+    }
+)
+
+
+def verify_status_text(session: object) -> str:
+    """GnuTLS's words for why the peer's certificate was rejected."""
+    status = lib.gnutls_session_get_verify_cert_status(session)
+    if not status:
+        return "the peer presented no acceptable certificate"
+    out = ffi.new("gnutls_datum_t *")
+    if lib.gnutls_certificate_verification_status_print(status, 1, out, 0) < 0:
+        return f"verification status 0x{status:x}"
+    try:
+        return bytes(ffi.buffer(out.data, out.size)).decode(errors="replace").rstrip("\0")
+    finally:
+        lib.qd_free(out.data)
+
+
+def classify(rc: int, session: object, *, psk_unknown: bool) -> tuple[int, str]:
+    """(errno, reason) for a fatal GnuTLS return code."""
+    text = ffi.string(lib.gnutls_strerror(rc)).decode()
+    if psk_unknown:
+        return errno.EKEYREJECTED, "the client's PSK identity is unknown here"
+    if rc in _CERTIFICATE_FAILURES:
+        return errno.EACCES, f"peer certificate rejected: {verify_status_text(session)}"
+    if rc == lib.GNUTLS_E_NO_APPLICATION_PROTOCOL:
+        return errno.EACCES, "no application protocol (ALPN) in common"
+    if rc == lib.GNUTLS_E_INSUFFICIENT_CREDENTIALS:
+        return errno.EACCES, f"no usable credentials for this peer: {text}"
+    return errno.EACCES, f"TLS failure: {text} ({rc})"
+
+
+def errno_for_peer_alert(alert: int) -> int:
+    """Status for a handshake the peer closed with a TLS alert (CRYPTO_ERROR)."""
+    return errno.EKEYREJECTED if alert == ALERT_UNKNOWN_PSK_IDENTITY else errno.EACCES
