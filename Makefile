@@ -1,0 +1,26 @@
+# Two commands on a fresh Debian machine: `make run` (the main job) and `make test`.
+VENV := .venv
+STAMP := $(VENV)/.bootstrapped
+PYTEST_ARGS ?=
+
+.PHONY: run test lint fast bench clean
+
+$(STAMP): pyproject.toml setup.py quichsd/tls/_build.py quichsd/tls/_glue.c scripts/bootstrap
+	scripts/bootstrap
+	touch $@
+
+run: $(STAMP)
+	$(VENV)/bin/quichsd demo
+
+lint: $(STAMP)
+	$(VENV)/bin/python -m ruff check quichsd tests bench
+	$(VENV)/bin/python -m mypy quichsd
+
+test: lint
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(VENV)/bin/python bench/engine.py
+
+clean:
+	rm -rf $(VENV) build bench/build quichsd/tls/_gnutls*.so quichsd/tls/_gnutls.c
