@@ -38,15 +38,29 @@ def run_demo(cipher: int = 0, kind: str = "ecdsa", alpn: bytes = b"demo/1") -> D
     client_creds = CertificateCredentials(trust=ca.cert_pem)
     server_creds = CertificateCredentials(chain=leaf.cert_pem, key=leaf.key_pem)
     client = EngineConfig(
-        Role.CLIENT, AuthMode.X509, certificates=client_creds,
-        peer_name="server.quichsd.test", alpn=(alpn,), cipher=cipher, early_data=True,
+        Role.CLIENT,
+        AuthMode.X509,
+        certificates=client_creds,
+        peer_name="server.quichsd.test",
+        alpn=(alpn,),
+        cipher=cipher,
+        early_data=True,
     )
     server = EngineConfig(
-        Role.SERVER, AuthMode.X509, certificates=server_creds, alpn=(alpn,), cipher=cipher,
-        ticket_key=new_ticket_key(), early_data=True, anti_replay=AntiReplay(),
+        Role.SERVER,
+        AuthMode.X509,
+        certificates=server_creds,
+        alpn=(alpn,),
+        cipher=cipher,
+        ticket_key=new_ticket_key(),
+        early_data=True,
+        anti_replay=AntiReplay(),
     )
     started = time.perf_counter()
-    full = run_pair(HandshakeEngine(client, b"\x01\x04\x80\x00\x75\x30"), HandshakeEngine(server, b"\x01\x04\x80\x00\x75\x30"))
+    full = run_pair(
+        HandshakeEngine(client, b"\x01\x04\x80\x00\x75\x30"),
+        HandshakeEngine(server, b"\x01\x04\x80\x00\x75\x30"),
+    )
     full_ms = (time.perf_counter() - started) * 1000
     started = time.perf_counter()
     resumed = run_pair(

@@ -111,6 +111,7 @@ struct qd_journal {
     void *handle;
     int failed_alloc;
     int psk_unknown;
+    int psk_error;
     int peer_tp_seen;
     int is_server;
 };

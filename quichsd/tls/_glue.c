@@ -21,6 +21,7 @@
 #define QD_KIND_PEER_TP 3
 #define QD_KIND_ALERT 4
 #define QD_KIND_ALPN 5
+#define QD_KIND_VERIFY 6
 
 #define QD_TP_MAX 512
 #define QD_EXT_QUIC_TP 0x39
@@ -34,6 +35,7 @@ struct qd_journal {
 	void *handle;
 	int failed_alloc;
 	int psk_unknown;
+	int psk_error;
 	int peer_tp_seen;
 	int is_server;
 };
@@ -175,10 +177,38 @@ static int qd_psk_server_cb(gnutls_session_t s, const gnutls_datum_t *identity,
 			    gnutls_datum_t *key)
 {
 	struct qd_journal *j = gnutls_session_get_ptr(s);
+	/* -1: no such identity; -2: the lookup itself failed (not the client's fault). */
 	int rc = qd_py_psk_lookup(j->handle, identity->data, identity->size, key);
-	if (rc < 0)
+	if (rc == -1)
 		j->psk_unknown = 1;
-	return rc;
+	else if (rc < -1)
+		j->psk_error = 1;
+	return rc < 0 ? -1 : rc;
+}
+
+/*
+ * Server: checks a client's chain against the trust store.  GnuTLS runs the
+ * verify callback even when a client in REQUEST mode declined to send a
+ * certificate, and the one gnutls_session_set_verify_cert() installs then fails
+ * the handshake; a client without a certificate is accepted here (in REQUIRE
+ * mode GnuTLS has already refused it with certificate_required).  The status of
+ * a rejected chain is journaled: gnutls_session_get_verify_cert_status() only
+ * knows what GnuTLS's own callback found.
+ */
+static int qd_verify_client(gnutls_session_t s)
+{
+	struct qd_journal *j = gnutls_session_get_ptr(s);
+	unsigned int count = 0;
+	unsigned int status = 0;
+	if (!gnutls_certificate_get_peers(s, &count) || count == 0)
+		return 0;
+	if (gnutls_certificate_verify_peers2(s, &status) < 0)
+		return GNUTLS_E_CERTIFICATE_ERROR;
+	if (status) {
+		qd_append(j, QD_KIND_VERIFY, 0, 0, 0, &status, sizeof(status));
+		return GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR;
+	}
+	return 0;
 }
 
 /* Hooks one session to its journal; returns a GnuTLS error code. */
@@ -190,9 +220,11 @@ static int qd_session_attach(gnutls_session_t s, struct qd_journal *j)
 	gnutls_alert_set_read_function(s, qd_on_alert);
 	/* A server knows the protocol once the ClientHello is parsed, before any
 	 * secret exists; a client learns it later and asks at completion. */
-	if (j->is_server)
+	if (j->is_server) {
 		gnutls_handshake_set_hook_function(s, GNUTLS_HANDSHAKE_CLIENT_HELLO,
 						   GNUTLS_HOOK_POST, qd_alpn_hook);
+		gnutls_session_set_verify_function(s, qd_verify_client);
+	}
 	return gnutls_session_ext_register(s, "QUIC Transport Parameters",
 		QD_EXT_QUIC_TP, GNUTLS_EXT_TLS, qd_tp_recv, qd_tp_send,
 		NULL, NULL, NULL,

@@ -40,7 +40,7 @@ def gnutls_version() -> str:
 def check(rc: int, step: str) -> int:
     if rc < 0:
         raise TlsSetupError(step, rc)
-    return rc
+    return int(rc)
 
 
 def _datum(data: bytes) -> Any:
@@ -52,7 +52,8 @@ def _datum(data: bytes) -> Any:
 
 
 def _format(blob: bytes) -> int:
-    return lib.GNUTLS_X509_FMT_PEM if blob.lstrip().startswith(b"-----") else lib.GNUTLS_X509_FMT_DER
+    pem = blob.lstrip().startswith(b"-----")
+    return int(lib.GNUTLS_X509_FMT_PEM if pem else lib.GNUTLS_X509_FMT_DER)
 
 
 _priority_cache: dict[int, Any] = {}
@@ -168,8 +169,8 @@ def qd_py_psk_lookup(handle: Any, identity: Any, identity_len: int, key_out: Any
     lookup: PskLookup = ffi.from_handle(handle)
     try:
         key = lookup(bytes(ffi.buffer(identity, identity_len)))
-    except Exception:  # a broken lookup must fail the handshake, not the process
-        return -1
+    except Exception:  # a broken lookup fails the handshake (EIO), not the process
+        return -2
     if not key:
         return -1
     return int(lib.qd_datum_set(key_out, key, len(key)))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 
 from quichsd.tls.binding import (
@@ -57,14 +57,16 @@ class EngineConfig:
     alpn: tuple[bytes, ...] = ()
     cipher: int = 0
     certificate_request: CertificateRequest = CertificateRequest.IGNORE
-    ticket_key: bytes | None = None
+    ticket_key: bytes | None = field(default=None, repr=False)  # a secret: kept out of logs
     early_data: bool = False
     anti_replay: AntiReplay | None = None
 
     def validate(self) -> None:
         """Raises TlsSetupError (with the errno DONE should carry) for impossible asks."""
         if self.cipher not in CIPHER_PRIORITY_NAMES:
-            raise TlsSetupError(f"payload cipher {self.cipher} is not 0 or 51..54", code=errno.EINVAL)
+            raise TlsSetupError(
+                f"payload cipher {self.cipher} is not 0 or 51..54", code=errno.EINVAL
+            )
         for proto in self.alpn:
             if not 0 < len(proto) < 256:
                 raise TlsSetupError(f"ALPN entry {proto!r} must be 1..255 bytes", code=errno.EINVAL)
@@ -79,7 +81,9 @@ class EngineConfig:
             raise TlsSetupError("an unauthenticated server handshake is not supported")
         creds = self.certificates
         if creds is None:
-            raise TlsSetupError(f"{self.auth.name} {self.role.value} without certificate credentials")
+            raise TlsSetupError(
+                f"{self.auth.name} {self.role.value} without certificate credentials"
+            )
         if server and not creds.has_key:
             raise TlsSetupError("server without a certificate and private key", code=errno.ENOKEY)
         if self.ticket_key is not None and len(self.ticket_key) != 64:

@@ -43,6 +43,7 @@ from quichsd.tls.events import (
 from quichsd.tls.failures import (
     ALERT_INTERNAL_ERROR,
     ALERT_MISSING_EXTENSION,
+    ALERT_NO_APPLICATION_PROTOCOL,
     ALERT_UNKNOWN_PSK_IDENTITY,
     classify,
     errno_for_peer_alert,
@@ -51,7 +52,8 @@ from quichsd.tls.levels import Level
 
 MAX_TRANSPORT_PARAMETERS = 512
 _HEADER = struct.Struct("=BBBBI")
-_KIND_DATA, _KIND_SECRET, _KIND_PEER_TP, _KIND_ALERT, _KIND_ALPN = 1, 2, 3, 4, 5
+_KIND_DATA, _KIND_SECRET, _KIND_PEER_TP, _KIND_ALERT, _KIND_ALPN, _KIND_VERIFY = 1, 2, 3, 4, 5, 6
+_STATUS = struct.Struct("=I")
 _APP = int(Level.APP)
 _NONFATAL = frozenset({lib.GNUTLS_E_AGAIN, lib.GNUTLS_E_INTERRUPTED})
 _CERT_REQUEST = {
@@ -94,6 +96,7 @@ class HandshakeEngine:
         "_keepalive",
         "_server",
         "_session",
+        "_verify_status",
         "config",
         "state",
     )
@@ -108,12 +111,14 @@ class HandshakeEngine:
         config.validate()
         if not 0 < len(transport_parameters) <= MAX_TRANSPORT_PARAMETERS:
             raise TlsSetupError(
-                f"transport parameters must be 1..{MAX_TRANSPORT_PARAMETERS} bytes", code=errno.EINVAL
+                f"transport parameters must be 1..{MAX_TRANSPORT_PARAMETERS} bytes",
+                code=errno.EINVAL,
             )
         self.config = config
         self._server = server = config.role is Role.SERVER
         self._alert: int | None = None
         self._alpn: bytes | None = None
+        self._verify_status: int | None = None
         self._keepalive: list[Any] = []
         self.state = State.HANDSHAKING if server else State.IDLE
 
@@ -143,7 +148,10 @@ class HandshakeEngine:
                 creds: Any = _shared_psk_server_credentials()
             else:
                 creds = config.psk
-            check(lib.gnutls_credentials_set(session, lib.GNUTLS_CRD_PSK, creds.ptr), "PSK credentials")
+            check(
+                lib.gnutls_credentials_set(session, lib.GNUTLS_CRD_PSK, creds.ptr),
+                "PSK credentials",
+            )
         else:
             creds = config.certificates
             check(
@@ -185,10 +193,9 @@ class HandshakeEngine:
         session = self._session
         if psk:
             return
-        request = config.certificate_request
-        lib.gnutls_certificate_server_set_request(session, _CERT_REQUEST[request])
-        if request is not CertificateRequest.IGNORE:
-            lib.gnutls_session_set_verify_cert(session, ffi.NULL, 0)
+        # A client's certificate is checked by qd_verify_client (set in qd_session_attach).
+        request = _CERT_REQUEST[config.certificate_request]
+        lib.gnutls_certificate_server_set_request(session, request)
         if config.ticket_key is not None:
             key = ffi.new("gnutls_datum_t *")
             key_bytes = ffi.new("unsigned char[]", config.ticket_key)
@@ -211,7 +218,9 @@ class HandshakeEngine:
             datums[i].data = buf
             datums[i].size = len(proto)
         check(
-            lib.gnutls_alpn_set_protocols(self._session, datums, len(protocols), lib.GNUTLS_ALPN_MANDATORY),
+            lib.gnutls_alpn_set_protocols(
+                self._session, datums, len(protocols), lib.GNUTLS_ALPN_MANDATORY
+            ),
             "setting ALPN",
         )
 
@@ -219,23 +228,30 @@ class HandshakeEngine:
 
     def start(self) -> list[Event]:
         """Client: produce the ClientHello (and the 0-RTT secret when resuming)."""
-        if self._server or self.state is not State.IDLE:
-            raise EngineStateError(f"start() on a {self.state.value} {self.config.role.value} engine")
+        if self._server or self.state is not State.IDLE or self._session is None:
+            role = self.config.role.value
+            raise EngineStateError(f"start() on a {self._describe()} {role} engine")
         self.state = State.HANDSHAKING
         return self._advance(lib.qd_step(self._session, 0, ffi.NULL, 0))
 
     def receive(self, level: int, data: bytes) -> list[Event]:
         """Feed handshake bytes the peer sent at ``level``."""
         state = self.state
-        if state is State.HANDSHAKING:
-            if not data:
-                return []
-            return self._advance(lib.qd_step(self._session, level, data, len(data)))
-        if state is State.COMPLETE and level == _APP and not self._server:
-            return self._receive_ticket(data)
+        if self._session is not None:  # close() ends input in any state
+            if state is State.HANDSHAKING:
+                if not data:
+                    return []
+                return self._advance(lib.qd_step(self._session, level, data, len(data)))
+            if state is State.COMPLETE and level == _APP and not self._server:
+                return self._receive_ticket(data)
+        role = self.config.role.value
         raise EngineStateError(
-            f"{self.config.role.value} engine is {state.value}; cannot take bytes at level {level}"
+            f"{role} engine is {self._describe()}; cannot take bytes at level {level}"
         )
+
+    def _describe(self) -> str:
+        closed = self._session is None and self.state is not State.FAILED
+        return f"{self.state.value} (closed)" if closed else self.state.value
 
     def abort(self, code: int, reason: str, alert: int | None = None) -> list[Event]:
         """End the handshake from outside (deadline, socket error, peer close)."""
@@ -264,10 +280,20 @@ class HandshakeEngine:
 
     def _advance(self, rc: int) -> list[Event]:
         events = self._drain()
+        if rc < 0 and rc not in _NONFATAL and lib.gnutls_error_is_fatal(rc):
+            return self._fail(rc)
+        if (
+            self._server
+            and self._alpn is None
+            and self.config.alpn
+            and any(isinstance(e, SendHandshake) for e in events)
+        ):
+            # RFC 9001 §8.1: GnuTLS checks ALPN only when the ClientHello carries it.
+            # Nothing of this flight goes out, so no key for it is installed either.
+            self._alert = ALERT_NO_APPLICATION_PROTOCOL
+            return self._fail_step(errno.EACCES, "the client offered no ALPN protocol")
         if rc == 0:
             return self._complete(events)
-        if rc < 0 and rc not in _NONFATAL and lib.gnutls_error_is_fatal(rc):
-            return self._fail(events, rc)
         return events
 
     def _drain(self) -> list[Event]:
@@ -310,6 +336,8 @@ class HandshakeEngine:
                 events.append(AlpnNegotiated(payload))
             elif kind == _KIND_ALERT:
                 self._alert = cipher
+            elif kind == _KIND_VERIFY:
+                self._verify_status = _STATUS.unpack(payload)[0]
         if pending_level >= 0:
             events.append(SendHandshake(pending_level, pending))
         return events
@@ -319,13 +347,18 @@ class HandshakeEngine:
         if not self._journal.peer_tp_seen:
             # RFC 9001 §8.2: a peer without transport parameters is a protocol violation.
             self._alert = ALERT_MISSING_EXTENSION
-            return self.abort_with(events, errno.EPROTO, "peer sent no QUIC transport parameters")
-        self.state = State.COMPLETE
+            return self._fail_step(errno.EPROTO, "peer sent no QUIC transport parameters")
         if self._alpn is None and self.config.alpn:
             chosen = ffi.new("gnutls_datum_t *")
             if lib.gnutls_alpn_get_selected_protocol(session, chosen) == 0:
                 self._alpn = ffi.buffer(chosen.data, chosen.size)[:]
                 events.append(AlpnNegotiated(self._alpn))
+            elif not self._server:
+                # RFC 9001 §8.1: a client whose offer the server ignored closes with
+                # no_application_protocol (GnuTLS only checks a selection it receives).
+                self._alert = ALERT_NO_APPLICATION_PROTOCOL
+                return self._fail_step(errno.EACCES, "the server selected no ALPN protocol")
+        self.state = State.COMPLETE
         peers: tuple[bytes, ...] = ()
         count = ffi.new("unsigned int *")
         chain = lib.gnutls_certificate_get_peers(session, count)
@@ -360,8 +393,14 @@ class HandshakeEngine:
     def _receive_ticket(self, data: bytes) -> list[Event]:
         rc = lib.qd_post_handshake(self._session, _APP, data, len(data))
         self._drain()
+        if rc in _NONFATAL:
+            return []  # part of a message: the rest comes in a later CRYPTO frame
         if rc < 0:
-            return [HandshakeFailed(errno.EACCES, None, f"NewSessionTicket refused: {gnutls_strerror(rc)}")]
+            return [
+                HandshakeFailed(
+                    errno.EACCES, None, f"NewSessionTicket refused: {gnutls_strerror(rc)}"
+                )
+            ]
         blob = ffi.new("gnutls_datum_t *")
         if lib.gnutls_session_get_data2(self._session, blob) < 0:
             return []
@@ -370,18 +409,26 @@ class HandshakeEngine:
         finally:
             lib.qd_free(blob.data)
 
-    def _fail(self, events: list[Event], rc: int) -> list[Event]:
+    def _fail(self, rc: int) -> list[Event]:
         journal = self._journal
-        code, reason = classify(rc, self._session, psk_unknown=bool(journal.psk_unknown))
+        code, reason = classify(
+            rc,
+            self._session,
+            psk_unknown=bool(journal.psk_unknown),
+            psk_error=bool(journal.psk_error),
+            verify_status=self._verify_status,
+        )
         if self._alert is None:
             lib.gnutls_alert_send_appropriate(self._session, rc)
             self._drain()
         if journal.psk_unknown:
             self._alert = ALERT_UNKNOWN_PSK_IDENTITY
-        return self.abort_with(events, code, reason)
+        elif journal.psk_error:
+            self._alert = ALERT_INTERNAL_ERROR
+        return self._fail_step(code, reason)
 
-    def abort_with(self, events: list[Event], code: int, reason: str) -> list[Event]:
-        # Bytes queued before the failure are dropped: the connection closes with the alert.
-        kept = [e for e in events if not isinstance(e, SendHandshake)]
+    def _fail_step(self, code: int, reason: str) -> list[Event]:
+        # Nothing of the failing step is acted on: no bytes, no secrets, no parameters;
+        # the connection closes with the alert at a level the peer can already read.
         alert = self._alert if self._alert is not None else ALERT_INTERNAL_ERROR
-        return kept + self.abort(code, f"{self.config.role.value} handshake: {reason}", alert)
+        return self.abort(code, f"{self.config.role.value} handshake: {reason}", alert)

@@ -28,11 +28,21 @@ _CERTIFICATE_FAILURES = frozenset(
 )
 
 
-def verify_status_text(session: object) -> str:
-    """GnuTLS's words for why the peer's certificate was rejected."""
-    status = lib.gnutls_session_get_verify_cert_status(session)
+_NOT_VERIFIED = 0xFFFFFFFF  # gnutls_session_get_verify_cert_status() when GnuTLS did not verify
+
+
+def verify_status_text(session: object, status: int | None = None) -> str:
+    """GnuTLS's words for why the peer's certificate was rejected.
+
+    ``status`` is the verification status when our own callback found it
+    (a server checking a client); otherwise GnuTLS's record of it is used.
+    """
+    if status is None:
+        status = lib.gnutls_session_get_verify_cert_status(session)
     if not status:
         return "the peer presented no acceptable certificate"
+    if status == _NOT_VERIFIED:
+        return "the peer's certificate could not be checked"
     out = ffi.new("gnutls_datum_t *")
     if lib.gnutls_certificate_verification_status_print(status, 1, out, 0) < 0:
         return f"verification status 0x{status:x}"
@@ -42,13 +52,24 @@ def verify_status_text(session: object) -> str:
         lib.qd_free(out.data)
 
 
-def classify(rc: int, session: object, *, psk_unknown: bool) -> tuple[int, str]:
+def classify(
+    rc: int,
+    session: object,
+    *,
+    psk_unknown: bool,
+    psk_error: bool = False,
+    verify_status: int | None = None,
+) -> tuple[int, str]:
     """(errno, reason) for a fatal GnuTLS return code."""
     text = ffi.string(lib.gnutls_strerror(rc)).decode()
+    if psk_error:
+        # Our key store failed, not the client: EKEYREJECTED would make NVMe revoke the key.
+        return errno.EIO, "looking up the client's PSK identity failed"
     if psk_unknown:
         return errno.EKEYREJECTED, "the client's PSK identity is unknown here"
     if rc in _CERTIFICATE_FAILURES:
-        return errno.EACCES, f"peer certificate rejected: {verify_status_text(session)}"
+        why = verify_status_text(session, verify_status)
+        return errno.EACCES, f"peer certificate rejected: {why}"
     if rc == lib.GNUTLS_E_NO_APPLICATION_PROTOCOL:
         return errno.EACCES, "no application protocol (ALPN) in common"
     if rc == lib.GNUTLS_E_INSUFFICIENT_CREDENTIALS:

@@ -90,7 +90,9 @@ def _deliver(events: list[Event], engine: HandshakeEngine, log: Side) -> list[Ev
     return out
 
 
-def _propagate_failure(client: HandshakeEngine, server: HandshakeEngine, result: PairResult) -> None:
+def _propagate_failure(
+    client: HandshakeEngine, server: HandshakeEngine, result: PairResult
+) -> None:
     # In QUIC a TLS failure closes the connection with CRYPTO_ERROR 0x100 + alert.
     for failed, other, other_log in (
         (result.client, server, result.server),

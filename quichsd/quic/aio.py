@@ -1,0 +1,44 @@
+"""The asyncio shell around ``QuicHandshake``: a reader callback on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import time
+
+from quichsd.quic.driver import Credentials, HandshakeResult, QuicHandshake
+from quichsd.quic.sockopt import QuicSocket
+from quichsd.tls import Role
+
+
+async def run_handshake_async(
+    sock: QuicSocket, role: Role, credentials: Credentials, timeout: float
+) -> HandshakeResult:
+    loop = asyncio.get_running_loop()
+    handshake = QuicHandshake(sock, role, credentials, time.monotonic() + timeout)
+    wakeup = asyncio.Event()
+    fd = sock.fileno()
+
+    def readable() -> None:
+        handshake.on_readable()
+        wakeup.set()
+
+    handshake.begin()
+    loop.add_reader(fd, readable)
+    try:
+        while handshake.result is None:
+            now = time.monotonic()
+            handshake.on_tick(now)
+            if handshake.result is not None:
+                break
+            wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wakeup.wait(), handshake.next_wakeup(now) + 0.001)
+    except asyncio.CancelledError:
+        handshake.cancel(errno.ECANCELED, "handshake cancelled")
+        raise
+    finally:
+        loop.remove_reader(fd)
+    assert handshake.result is not None
+    return handshake.result
