@@ -13,7 +13,7 @@ run: $(STAMP)
 	$(VENV)/bin/quichsd demo
 
 lint: $(STAMP)
-	$(VENV)/bin/python -m ruff check quichsd tests bench
+	$(VENV)/bin/python -m ruff check quichsd tests $(wildcard bench)
 	$(VENV)/bin/python -m mypy quichsd
 
 test: lint
