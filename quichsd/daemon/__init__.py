@@ -1,0 +1,1 @@
+"""The handshake daemon: netlink requests, workers, configuration, keyrings."""

@@ -1,0 +1,235 @@
+"""tlshd's configuration file, read unchanged, plus our own ``[quichsd]`` section.
+
+Format: GLib key-file (``[section]``, ``key=value``, ``#`` comments, ``;``
+separated lists).  Locations as tlshd: ``-c PATH``, else the legacy
+``/etc/tlshd.conf`` if it exists, else ``/etc/tlshd/config``.
+
+Where tlshd is lax we are strict, because a silently ignored typo in a TLS
+configuration is a security problem: a malformed line or a bad value is a
+``ConfigError`` naming the file, line and key.  Unknown keys are kept as
+warnings (tlshd ignores them, and a drop-in must load any file tlshd loads).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PRIMARY_PATH = Path("/etc/tlshd/config")
+LEGACY_PATH = Path("/etc/tlshd.conf")
+
+_SECTION = re.compile(r"^\[([^\[\]]+)\]$")
+_X509_KEYS = (
+    "x509.truststore",
+    "x509.crl",
+    "x509.certificate",
+    "x509.private_key",
+    "x509.pq.certificate",
+    "x509.pq.private_key",
+)
+_INT_KEYS = {
+    ("debug", "loglevel"),
+    ("debug", "tls"),
+    ("debug", "nl"),
+    ("debug", "delay_done"),
+    ("quichsd", "workers"),
+    ("quichsd", "worker_recycle"),
+}
+_FLOAT_KEYS = {
+    ("quichsd", "handshake_timeout"),
+    ("quichsd", "shutdown_grace"),
+}
+_SIDES = ("authenticate.client", "authenticate.server")
+_STRING_KEYS = {("quichsd", "status_socket")} | {(s, k) for s in _SIDES for k in _X509_KEYS}
+_LIST_KEYS = {("authenticate", "keyrings")}
+KNOWN_KEYS = _INT_KEYS | _FLOAT_KEYS | _STRING_KEYS | _LIST_KEYS
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class X509Files:
+    """One side's ``[authenticate.client]`` or ``[authenticate.server]`` files."""
+
+    truststore: Path | None = None
+    crl: Path | None = None
+    certificate: Path | None = None
+    private_key: str | None = None  # a path, or a GnuTLS URL such as pkcs11:...
+    pq_certificate: Path | None = None
+    pq_private_key: str | None = None
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """A loaded configuration; immutable so handshakes in flight keep theirs on reload."""
+
+    path: Path | None = None
+    loglevel: int = 0
+    tls_debug: int = 0
+    netlink_debug: int = 0
+    delay_done: int = 0
+    keyrings: tuple[str, ...] = ()
+    client: X509Files = X509Files()
+    server: X509Files = X509Files()
+    workers: int = 0  # 0: one per CPU, at least 2
+    worker_recycle: int = 10_000
+    handshake_timeout: float = 30.0
+    shutdown_grace: float = 10.0
+    status_socket: Path = Path("/run/quichsd/status.sock")
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+
+
+def _unescape(value: str, where: str) -> str:
+    out: list[str] = []
+    chars = iter(value)
+    table = {"s": " ", "n": "\n", "t": "\t", "r": "\r", "\\": "\\", ";": "\\;"}
+    for ch in chars:
+        if ch != "\\":
+            out.append(ch)
+            continue
+        nxt = next(chars, None)
+        if nxt is None or nxt not in table:
+            raise ConfigError(f"{where}: invalid escape '\\{nxt or ''}'")
+        out.append(table[nxt])
+    return "".join(out)
+
+
+RawValues = dict[tuple[str, str], tuple[str, int]]
+Values = dict[str, object]
+
+
+def parse_keyfile(text: str, source: str) -> tuple[RawValues, list[str]]:
+    """(section, key) → (raw value, line number); and warnings for unknown keys."""
+    values: RawValues = {}
+    warnings: list[str] = []
+    section: str | None = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        where = f"{source}:{number}"
+        header = _SECTION.match(line)
+        if header:
+            section = header.group(1).strip()
+            continue
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"{where}: expected 'key=value' or '[section]', got {raw.strip()!r}")
+        if section is None:
+            raise ConfigError(f"{where}: key {key!r} comes before any [section]")
+        if (section, key) in values:
+            raise ConfigError(f"{where}: [{section}] {key} is set twice")
+        values[(section, key)] = (_unescape(value.strip(), f"{where}: [{section}] {key}"), number)
+        if (section, key) not in KNOWN_KEYS:
+            warnings.append(f"{where}: unknown key [{section}] {key} ignored")
+    return values, warnings
+
+
+def _convert(values: RawValues, source: str) -> Values:
+    out: Values = {}
+    for (section, key), (value, number) in values.items():
+        where = f"{source}:{number}: [{section}] {key}"
+        if (section, key) in _INT_KEYS:
+            try:
+                parsed: object = int(value, 10)
+            except ValueError:
+                raise ConfigError(f"{where}: {value!r} is not an integer") from None
+            if value.strip().startswith("-"):
+                raise ConfigError(f"{where}: must not be negative")
+        elif (section, key) in _FLOAT_KEYS:
+            try:
+                seconds = float(value)
+            except ValueError:
+                raise ConfigError(f"{where}: {value!r} is not a number of seconds") from None
+            if not seconds > 0:
+                raise ConfigError(f"{where}: must be a positive number of seconds")
+            parsed = seconds
+        elif (section, key) in _LIST_KEYS:
+            parsed = tuple(item.strip() for item in value.split(";") if item.strip())
+        else:
+            if not value:
+                raise ConfigError(f"{where}: empty value")
+            parsed = value
+        out[f"{section}/{key}"] = parsed
+    return out
+
+
+def _side(values: Values, section: str) -> X509Files:
+    def path(key: str) -> Path | None:
+        value = values.get(f"{section}/{key}")
+        return Path(str(value)) if value is not None else None
+
+    def text(key: str) -> str | None:
+        value = values.get(f"{section}/{key}")
+        return str(value) if value is not None else None
+
+    return X509Files(
+        truststore=path("x509.truststore"),
+        crl=path("x509.crl"),
+        certificate=path("x509.certificate"),
+        private_key=text("x509.private_key"),
+        pq_certificate=path("x509.pq.certificate"),
+        pq_private_key=text("x509.pq.private_key"),
+    )
+
+
+def _int(values: Values, key: str, default: int) -> int:
+    value = values.get(key, default)
+    assert isinstance(value, int)
+    return value
+
+
+def _float(values: Values, key: str, default: float) -> float:
+    value = values.get(key, default)
+    assert isinstance(value, int | float)
+    return float(value)
+
+
+def parse_config(text: str, source: str = "<config>", path: Path | None = None) -> DaemonConfig:
+    raw, warnings = parse_keyfile(text, source)
+    values = _convert(raw, source)
+    base = DaemonConfig()
+    keyrings = values.get("authenticate/keyrings", ())
+    assert isinstance(keyrings, tuple)
+    return DaemonConfig(
+        path=path,
+        loglevel=_int(values, "debug/loglevel", 0),
+        tls_debug=_int(values, "debug/tls", 0),
+        netlink_debug=_int(values, "debug/nl", 0),
+        delay_done=_int(values, "debug/delay_done", 0),
+        keyrings=keyrings,
+        client=_side(values, "authenticate.client"),
+        server=_side(values, "authenticate.server"),
+        workers=_int(values, "quichsd/workers", base.workers),
+        worker_recycle=_int(values, "quichsd/worker_recycle", base.worker_recycle),
+        handshake_timeout=_float(values, "quichsd/handshake_timeout", base.handshake_timeout),
+        shutdown_grace=_float(values, "quichsd/shutdown_grace", base.shutdown_grace),
+        status_socket=Path(str(values.get("quichsd/status_socket", base.status_socket))),
+        warnings=tuple(warnings),
+    )
+
+
+def load_config(path: Path | None = None) -> DaemonConfig:
+    """Loads ``path``, or tlshd's locations in tlshd's order."""
+    if path is not None:
+        return _load(path)
+    if LEGACY_PATH.exists():
+        config = _load(LEGACY_PATH)
+        note = f"{LEGACY_PATH} is deprecated: move it to {PRIMARY_PATH}"
+        return dataclasses.replace(config, warnings=(*config.warnings, note))
+    return _load(PRIMARY_PATH)
+
+
+def _load(path: Path) -> DaemonConfig:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file (use -c PATH)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    return parse_config(text, str(path), path)

@@ -1,0 +1,219 @@
+"""Inside a worker: one job → credentials → the QUIC handshake → an Outcome.
+
+Authentication material comes from the kernel keyring serials in the request,
+else from the configuration files, as tlshd does (tlshd-behaviour.md §7).
+Peer identities for DONE follow tlshd (handshake-netlink.md §9).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+from cryptography import x509
+
+from quichsd.daemon import keyring
+from quichsd.daemon.protocol import Job, Outcome
+from quichsd.quic.aio import run_handshake_async
+from quichsd.quic.driver import Credentials, HandshakeResult
+from quichsd.quic.sockopt import QuicSocket
+from quichsd.tls import AuthMode, CertificateCredentials, PskClientCredentials, Role
+from quichsd.tls.binding import TlsSetupError
+
+#: REMOTE_AUTH marker for "the client authenticated with a certificate" (tlshd's -1).
+MUTUAL_AUTH_MARKER = 0xFFFFFFFF
+
+
+class JobRefused(Exception):
+    """The request cannot be attempted; ``errno`` is its DONE status."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.errno = code
+
+
+def open_kernel_socket(fd: int) -> QuicSocket:
+    """A socket object over the worker's copy of the fd (closed by the caller)."""
+    return socket.socket(fileno=fd)
+
+
+#: How a worker turns a received fd into a QUIC socket; tests install the model's.
+open_quic_socket: Callable[[int], QuicSocket] = open_kernel_socket
+
+_credential_cache: dict[tuple[object, ...], CertificateCredentials] = {}
+
+
+def _read_file(path: str | None, what: str) -> bytes | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise JobRefused(errno.ENOKEY, f"reading {what} {path}: {exc.strerror}") from None
+
+
+def _read_serial(serial: int, what: str) -> bytes:
+    try:
+        return keyring.read_key(serial)
+    except keyring.KeyringError as exc:
+        raise JobRefused(errno.ENOKEY, f"{what} key {serial:#x}: {exc.strerror}") from None
+
+
+def certificate_credentials(job: Job, *, need_own: bool) -> CertificateCredentials:
+    files = job.x509
+    cache_key = (job.generation, job.role, job.certificate, job.private_key, need_own)
+    cached = _credential_cache.get(cache_key) if not job.certificate else None
+    if cached is not None:
+        return cached
+    chain = (
+        _read_serial(job.certificate, "certificate")
+        if job.certificate
+        else _read_file(files.get("certificate"), "certificate")
+    )
+    key = (
+        _read_serial(job.private_key, "private key")
+        if job.private_key
+        else _read_file(files.get("private_key"), "private key")
+    )
+    if need_own and (chain is None or key is None):
+        raise JobRefused(errno.ENOKEY, f"{job.role}: no certificate and private key configured")
+    trust_path = files.get("truststore")
+    trust = (
+        _read_file(trust_path, "trust store") if trust_path and Path(trust_path).exists() else None
+    )
+    try:
+        creds = CertificateCredentials(
+            chain=chain if key is not None else None,
+            key=key if chain is not None else None,
+            trust=trust,
+            system_trust=trust is None,
+            crl=_read_file(files.get("crl"), "CRL"),
+        )
+    except TlsSetupError as exc:
+        raise JobRefused(errno.EIO, f"{job.role} credentials: {exc.strerror}") from None
+    if not job.certificate:
+        _credential_cache[cache_key] = creds
+    return creds
+
+
+def build_credentials(job: Job, peer_address: str | None) -> tuple[Credentials, list[int]]:
+    """The handshake's credentials, and (for PSK) the serial that will identify the peer."""
+    auth = AuthMode(job.auth_mode) if job.auth_mode in (1, 2, 3) else None
+    if auth is None:
+        raise JobRefused(errno.EINVAL, f"unknown auth mode {job.auth_mode}")
+    server = job.role == "server"
+    # Without a PEERNAME, verify against the address we are connected to (an IP SAN);
+    # tlshd falls back to reverse DNS, which an attacker on the path can answer.
+    name = job.peername or peer_address
+    used_psk: list[int] = []
+    if auth is AuthMode.PSK:
+        if server:
+
+            def lookup(identity: bytes) -> bytes | None:
+                found = keyring.find_psk(identity)
+                if found is None:
+                    return None
+                used_psk[:] = [found[0]]
+                return found[1]
+
+            return Credentials(auth, psk_lookup=lookup), used_psk
+        if not job.peer_identities:
+            raise JobRefused(errno.ENOKEY, "PSK client request without a peer identity")
+        serial = job.peer_identities[0]
+        try:
+            identity = keyring.psk_identity(serial)
+        except keyring.KeyringError as exc:
+            raise JobRefused(errno.ENOKEY, f"PSK key {serial:#x}: {exc.strerror}") from None
+        psk = PskClientCredentials(identity, _read_serial(serial, "PSK"))
+        return Credentials(auth, psk=psk), [serial]
+    if server and auth is AuthMode.UNAUTH:
+        raise JobRefused(errno.EIO, "an unauthenticated server handshake is not supported")
+    creds = certificate_credentials(job, need_own=server)
+    return Credentials(auth, certificates=creds, peer_name=name), used_psk
+
+
+def remote_identities(job: Job, result: HandshakeResult, used_psk: list[int]) -> tuple[int, ...]:
+    done = result.complete
+    if done is None:
+        return ()
+    if job.auth_mode == AuthMode.PSK:
+        return tuple(used_psk)
+    if job.role == "server":
+        return tuple(MUTUAL_AUTH_MARKER for _ in done.peer_certificates)
+    if job.auth_mode != AuthMode.X509:
+        return ()
+    serials = []
+    for der in done.peer_certificates:
+        try:
+            serials.append(
+                keyring.add_key(
+                    "asymmetric",
+                    f"TLS x509 {job.peername or ''}",
+                    der,
+                    keyring.KEY_SPEC_USER_KEYRING,
+                )
+            )
+        except keyring.KeyringError:
+            serials.append(0)  # tlshd reports 0 when the kernel cannot hold the key
+    return tuple(serials)
+
+
+def _peer_subject(result: HandshakeResult) -> str | None:
+    done = result.complete
+    if done is None:
+        return None
+    if done.psk_identity is not None:
+        return "psk:" + done.psk_identity.decode(errors="replace")
+    if not done.peer_certificates:
+        return None
+    try:
+        return x509.load_der_x509_certificate(done.peer_certificates[0]).subject.rfc4514_string()
+    except ValueError:
+        return "<unparsable certificate>"
+
+
+def _peer_address(sock: QuicSocket) -> str | None:
+    getpeername = getattr(sock, "getpeername", None)
+    if getpeername is None:
+        return None
+    try:
+        address = getpeername()
+    except OSError:
+        return None
+    return str(address[0]) if isinstance(address, tuple) else None
+
+
+async def run_job(job: Job, sock: QuicSocket) -> Outcome:
+    if job.transport != "quic":
+        return Outcome(job.request_id, errno.EOPNOTSUPP, reason=f"{job.transport} not served")
+    linked = False
+    try:
+        if job.keyring:
+            keyring.link_key(job.keyring)
+            linked = True
+        credentials, used_psk = build_credentials(job, _peer_address(sock))
+        role = Role.SERVER if job.role == "server" else Role.CLIENT
+        result = await run_handshake_async(sock, role, credentials, job.timeout)
+    except JobRefused as exc:
+        return Outcome(job.request_id, exc.errno, reason=str(exc))
+    except keyring.KeyringError as exc:
+        return Outcome(job.request_id, errno.ENOKEY, reason=str(exc))
+    finally:
+        if linked:
+            with contextlib.suppress(keyring.KeyringError):
+                keyring.unlink_key(job.keyring or 0)
+    done = result.complete
+    return Outcome(
+        request_id=job.request_id,
+        status=result.status,
+        remote_auth=remote_identities(job, result, used_psk) if result.ok else (),
+        reason=result.reason,
+        cipher=done.cipher if done else 0,
+        alpn=done.alpn.decode(errors="replace") if done and done.alpn else None,
+        peer=_peer_subject(result),
+        resumed=bool(done and done.resumed),
+        duration=result.duration,
+    )

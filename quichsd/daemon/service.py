@@ -1,0 +1,328 @@
+"""The daemon parent: READY → ACCEPT → a worker → DONE, and the invariant.
+
+Every request this process ACCEPTs gets exactly one DONE.  All endings pass
+through ``_complete()``, which sends DONE and closes our fd the first time it
+is called for a request and ignores every later call: a worker's outcome, the
+loss of a worker, the parent's own deadline, a refusal before dispatch, and
+shutdown.  The fd stays open until then, because the kernel finds the
+request by the fd named in DONE.
+
+Back-pressure: a READY is a credit, not an order.  The parent ACCEPTs only
+while the pool has room, so excess requests wait in the kernel's queue
+(which bounds them) instead of in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import itertools
+import logging
+import os
+import signal
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from quichsd.daemon.config import DaemonConfig
+from quichsd.daemon.pool import WorkerPool
+from quichsd.daemon.protocol import Job, Outcome, x509_files_for
+
+log = logging.getLogger("quichsd")
+
+IPPROTO_QUIC = 261
+#: Past its deadline a handshake's worker gets this long to answer before it is killed.
+OVERRUN_GRACE = 2.0
+
+
+class AcceptedLike(Protocol):
+    """The fields of an ACCEPT reply the service uses (quichsd.netlink's AcceptedRequest)."""
+
+    sockfd: int
+    message_type: int
+    auth_mode: int
+    timeout_ms: int | None
+    peer_identities: Sequence[int]
+    certificate: int
+    private_key: int
+    peername: str | None
+    keyring: int | None
+
+
+class FamilyPort(Protocol):
+    """What the service needs of the handshake family (kernel or model)."""
+
+    def fileno(self) -> int: ...
+
+    def drain_ready(self) -> int: ...
+
+    def accept(self) -> AcceptedLike | None: ...
+
+    def done(self, sockfd: int, status: int, remote_auth: Sequence[int]) -> None: ...
+
+
+def transport_of(fd: int) -> str:
+    """'quic' or 'tcp' by SO_PROTOCOL; anything else is not ours to serve."""
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        protocol = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL)
+    return {IPPROTO_QUIC: "quic", socket.IPPROTO_TCP: "tcp"}.get(protocol, f"protocol {protocol}")
+
+
+@dataclass
+class InFlight:
+    request_id: int
+    fd: int
+    role: str
+    transport: str
+    auth_mode: int
+    peername: str | None
+    deadline: float
+    started: float
+
+
+@dataclass
+class Counters:
+    accepted: int = 0
+    done: int = 0
+    done_failed: int = 0
+    late_outcomes: int = 0
+
+
+class HandshakeService:
+    def __init__(
+        self,
+        family: FamilyPort,
+        config: DaemonConfig,
+        *,
+        workers: int,
+        concurrency: int = 64,
+        report_remote_auth: bool = True,
+        transport_probe: Callable[[int], str] = transport_of,
+        served_transports: frozenset[str] = frozenset({"quic"}),
+    ) -> None:
+        self.family = family
+        self.config = config
+        self.generation = 0
+        self.report_remote_auth = report_remote_auth
+        self.transport_probe = transport_probe
+        self.served_transports = served_transports
+        self.pool = WorkerPool(
+            workers, concurrency, config.worker_recycle, self._on_outcome, self._on_loss
+        )
+        self.inflight: dict[int, InFlight] = {}
+        self.counters = Counters()
+        self.statuses: Counter[int] = Counter()
+        self._credits = 0
+        self._ids = itertools.count(1)
+        self._overrun: set[int] = set()
+        self._stopping = False
+        self._stopped: asyncio.Event | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def run(self, *, install_signals: bool = True) -> None:
+        """Serves until ``request_stop()`` (or SIGTERM/SIGINT), then drains."""
+        loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        self.pool.start()
+        loop.add_reader(self.family.fileno(), self._on_netlink)
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop)
+        watchdog = loop.create_task(self._watchdog())
+        try:
+            await self._stopped.wait()
+            await self._drain(self.config.shutdown_grace)
+        finally:
+            watchdog.cancel()
+            loop.remove_reader(self.family.fileno())
+            if install_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+            await self.pool.stop()
+
+    def request_stop(self) -> None:
+        if not self._stopping:
+            log.info("stopping: no new requests; %d in flight", len(self.inflight))
+        self._stopping = True
+        if self._stopped is not None:
+            self._stopped.set()
+
+    def reload(self, config: DaemonConfig) -> None:
+        """New requests use ``config``; those in flight keep the one they started with."""
+        self.config = config
+        self.generation += 1
+
+    async def _drain(self, grace: float) -> None:
+        deadline = time.monotonic() + grace
+        while self.inflight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for request_id in list(self.inflight):
+            self._complete(request_id, errno.ETIMEDOUT, reason="daemon shutting down")
+
+    # -- requests in ------------------------------------------------------------------
+
+    def _on_netlink(self) -> None:
+        try:
+            self._credits += self.family.drain_ready()
+        except OSError as exc:
+            log.error("netlink receive failed: %s", exc)
+            return
+        self._pump()
+
+    def _pump(self) -> None:
+        while self._credits > 0 and not self._stopping and self.pool.capacity() > 0:
+            try:
+                request = self.family.accept()
+            except OSError as exc:
+                log.error("ACCEPT failed: %s", exc)
+                self._credits = 0
+                return
+            if request is None:  # another agent took it, or it was cancelled
+                self._credits = 0
+                return
+            self._credits -= 1
+            self._dispatch(request)
+
+    def _dispatch(self, request: AcceptedLike) -> None:
+        now = time.monotonic()
+        config = self.config
+        timeout = request.timeout_ms / 1000.0 if request.timeout_ms else config.handshake_timeout
+        role = {1: "client", 2: "server"}.get(request.message_type, "")
+        request_id = next(self._ids)
+        self.counters.accepted += 1
+        entry = InFlight(
+            request_id,
+            request.sockfd,
+            role or "?",
+            "?",
+            request.auth_mode,
+            request.peername,
+            now + timeout,
+            now,
+        )
+        self.inflight[request_id] = entry
+        if not role:
+            self._complete(request_id, errno.EINVAL, reason=f"message type {request.message_type}")
+            return
+        try:
+            entry.transport = self.transport_probe(request.sockfd)
+        except OSError as exc:
+            self._complete(request_id, errno.EIO, reason=f"SO_PROTOCOL: {exc}")
+            return
+        if entry.transport not in self.served_transports:
+            self._complete(request_id, errno.EOPNOTSUPP, reason=f"{entry.transport} not served")
+            return
+        job = Job(
+            request_id=request_id,
+            role=role,
+            auth_mode=request.auth_mode,
+            transport=entry.transport,
+            timeout=timeout,
+            peer_identities=tuple(request.peer_identities),
+            certificate=request.certificate,
+            private_key=request.private_key,
+            peername=request.peername,
+            keyring=request.keyring,
+            generation=self.generation,
+            x509=x509_files_for(config, role),
+        )
+        try:
+            self.pool.submit(job, request.sockfd)
+        except OSError as exc:
+            self._complete(request_id, errno.EIO, reason=f"handing to a worker: {exc}")
+
+    # -- outcomes ----------------------------------------------------------------------
+
+    def _on_outcome(self, outcome: Outcome) -> None:
+        self._complete(
+            outcome.request_id, outcome.status, outcome.remote_auth, outcome.reason, outcome
+        )
+        self._pump()
+
+    def _on_loss(self, request_ids: list[int], reason: str) -> None:
+        for request_id in request_ids:
+            code = errno.ETIMEDOUT if request_id in self._overrun else errno.EIO
+            self._overrun.discard(request_id)
+            self._complete(request_id, code, reason=reason)
+        self._pump()
+
+    async def _watchdog(self) -> None:
+        """Kills a worker that let a handshake run past its deadline (stuck in C?)."""
+        while True:
+            await asyncio.sleep(0.25)
+            now = time.monotonic()
+            for entry in list(self.inflight.values()):
+                if now < entry.deadline + OVERRUN_GRACE:
+                    continue
+                worker = self.pool.worker_of(entry.request_id)
+                if worker is None:
+                    self._complete(entry.request_id, errno.ETIMEDOUT, reason="deadline passed")
+                    continue
+                self._overrun.add(entry.request_id)
+                log.error(
+                    "request %d overran its deadline: killing worker %d",
+                    entry.request_id,
+                    worker.pid,
+                )
+                self.pool.kill(worker, "worker killed: a handshake overran its deadline")
+
+    def _complete(
+        self,
+        request_id: int,
+        status: int,
+        remote_auth: Sequence[int] = (),
+        reason: str = "",
+        outcome: Outcome | None = None,
+    ) -> None:
+        entry = self.inflight.pop(request_id, None)
+        if entry is None:
+            self.counters.late_outcomes += 1  # already answered: never a second DONE
+            return
+        auth = tuple(remote_auth) if status == 0 and self.report_remote_auth else ()
+        try:
+            self.family.done(entry.fd, status, auth)
+            self.counters.done += 1
+        except OSError as exc:
+            self.counters.done_failed += 1
+            log.error("request %d: DONE failed: %s", request_id, exc)
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(entry.fd)
+        self.statuses[status] += 1
+        _log_handshake(entry, status, reason, outcome)
+
+
+def _log_handshake(entry: InFlight, status: int, reason: str, outcome: Outcome | None) -> None:
+    duration = time.monotonic() - entry.started
+    peer = entry.peername or "-"
+    if status == 0 and outcome is not None:
+        log.info(
+            "request %d: %s %s handshake with %s succeeded: cipher %s, ALPN %s, peer %s, "
+            "resumed %s, %.1f ms",
+            entry.request_id,
+            entry.transport,
+            entry.role,
+            peer,
+            outcome.cipher,
+            outcome.alpn or "-",
+            outcome.peer or "-",
+            outcome.resumed,
+            duration * 1000,
+        )
+    else:
+        log.warning(
+            "request %d: %s %s handshake with %s failed: %s (status %d, %s), %.1f ms",
+            entry.request_id,
+            entry.transport,
+            entry.role,
+            peer,
+            reason or "-",
+            status,
+            errno.errorcode.get(status, "?"),
+            duration * 1000,
+        )
