@@ -1,0 +1,106 @@
+"""tlshd's configuration format, read by quichsd: every key, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from quichsd.daemon.config import ConfigError, DaemonConfig, load_config, parse_config
+
+TLSHD_EXAMPLE = """
+# a file tlshd 1.4.0 accepts
+[debug]
+loglevel=1
+tls=4
+nl=2
+delay_done=0
+
+[authenticate]
+keyrings=.mykeys; other ;
+
+[authenticate.client]
+x509.truststore=/etc/pki/ca.pem
+x509.crl=/etc/pki/crl.pem
+x509.certificate=/etc/pki/client.pem
+x509.private_key=/etc/pki/client.key
+x509.pq.certificate=/etc/pki/pq.pem
+x509.pq.private_key=pkcs11:token=x
+
+[authenticate.server]
+x509.certificate= /etc/pki/server.pem
+x509.private_key=/etc/pki/server.key
+
+[quichsd]
+workers=4
+worker_recycle=500
+handshake_timeout=12.5
+shutdown_grace=3
+status_socket=/run/q/s.sock
+"""
+
+
+def test_every_tlshd_key_and_ours_is_read() -> None:
+    config = parse_config(TLSHD_EXAMPLE, "example")
+    assert (config.loglevel, config.tls_debug, config.netlink_debug) == (1, 4, 2)
+    assert config.keyrings == (".mykeys", "other")
+    assert config.client.truststore == Path("/etc/pki/ca.pem")
+    assert config.client.crl == Path("/etc/pki/crl.pem")
+    assert config.client.certificate == Path("/etc/pki/client.pem")
+    assert config.client.private_key == "/etc/pki/client.key"
+    assert config.client.pq_certificate == Path("/etc/pki/pq.pem")
+    assert config.client.pq_private_key == "pkcs11:token=x"
+    assert config.server.certificate == Path("/etc/pki/server.pem")
+    assert config.server.truststore is None
+    assert (config.workers, config.worker_recycle) == (4, 500)
+    assert (config.handshake_timeout, config.shutdown_grace) == (12.5, 3.0)
+    assert config.status_socket == Path("/run/q/s.sock")
+    assert config.warnings == ()
+
+
+def test_empty_file_gives_defaults() -> None:
+    assert parse_config("", "empty") == DaemonConfig()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[debug]\nloglevel=high\n", "example:2: [debug] loglevel: 'high' is not an integer"),
+        ("[debug]\nloglevel=-1\n", "example:2: [debug] loglevel: must not be negative"),
+        ("loglevel=1\n", "example:1: key 'loglevel' comes before any [section]"),
+        ("[debug]\nnonsense line\n", "example:2: expected 'key=value'"),
+        ("[debug]\ntls=1\ntls=2\n", "example:3: [debug] tls is set twice"),
+        ("[quichsd]\nhandshake_timeout=0\n", "positive number of seconds"),
+        ("[quichsd]\nshutdown_grace=soon\n", "'soon' is not a number of seconds"),
+        ("[authenticate.client]\nx509.certificate=\n", "example:2: [authenticate.client] "),
+        ("[debug]\nloglevel=1\\q\n", "invalid escape"),
+    ],
+)
+def test_bad_files_name_file_line_and_key(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "example")
+    assert message in str(info.value)
+
+
+def test_unknown_keys_are_warnings_not_errors() -> None:
+    config = parse_config("[debug]\nloglevel=2\n[future]\nshiny=1\n", "f")
+    assert config.loglevel == 2
+    assert config.warnings == ("f:4: unknown key [future] shiny ignored",)
+
+
+def test_escapes_and_comments() -> None:
+    config = parse_config("# c\n[authenticate.client]\nx509.certificate=/a\\sb\n", "f")
+    assert config.client.certificate == Path("/a b")
+
+
+def test_load_names_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such configuration file"):
+        load_config(tmp_path / "absent")
+
+
+def test_load_reads_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "config"
+    path.write_text("[debug]\nloglevel=3\n")
+    config = load_config(path)
+    assert config.loglevel == 3
+    assert config.path == path
