@@ -31,6 +31,7 @@ from typing import Protocol
 from quichsd.daemon.config import DaemonConfig
 from quichsd.daemon.pool import WorkerPool
 from quichsd.daemon.protocol import Job, Outcome, x509_files_for
+from quichsd.netlink import AcceptedRequest, HandlerClass, MalformedRequest, ReadyNotice
 
 log = logging.getLogger("quichsd")
 
@@ -39,30 +40,18 @@ IPPROTO_QUIC = 261
 OVERRUN_GRACE = 2.0
 
 
-class AcceptedLike(Protocol):
-    """The fields of an ACCEPT reply the service uses (quichsd.netlink's AcceptedRequest)."""
-
-    sockfd: int
-    message_type: int
-    auth_mode: int
-    timeout_ms: int | None
-    peer_identities: Sequence[int]
-    certificate: int
-    private_key: int
-    peername: str | None
-    keyring: int | None
-
-
 class FamilyPort(Protocol):
-    """What the service needs of the handshake family (kernel or model)."""
+    """What the service needs of the handshake family (``quichsd.netlink.HandshakeFamily``)."""
 
     def fileno(self) -> int: ...
 
-    def drain_ready(self) -> int: ...
+    def recv_ready(self) -> list[ReadyNotice]: ...
 
-    def accept(self) -> AcceptedLike | None: ...
+    def pending_ready(self) -> bool: ...
 
-    def done(self, sockfd: int, status: int, remote_auth: Sequence[int]) -> None: ...
+    def accept(self, handler_class: int = ...) -> AcceptedRequest | None: ...
+
+    def done(self, sockfd: int, status: int, remote_auth: Sequence[int] = ...) -> None: ...
 
 
 def transport_of(fd: int) -> str:
@@ -167,17 +156,25 @@ class HandshakeService:
     # -- requests in ------------------------------------------------------------------
 
     def _on_netlink(self) -> None:
+        self._take_ready()
+        self._pump()
+
+    def _take_ready(self) -> None:
         try:
-            self._credits += self.family.drain_ready()
+            notices = self.family.recv_ready()
         except OSError as exc:
             log.error("netlink receive failed: %s", exc)
             return
-        self._pump()
+        self._credits += sum(1 for n in notices if n.handler_class == HandlerClass.TLSHD)
 
     def _pump(self) -> None:
         while self._credits > 0 and not self._stopping and self.pool.capacity() > 0:
             try:
                 request = self.family.accept()
+            except MalformedRequest as exc:
+                self._credits -= 1
+                self._refuse_malformed(exc)
+                continue
             except OSError as exc:
                 log.error("ACCEPT failed: %s", exc)
                 self._credits = 0
@@ -187,8 +184,22 @@ class HandshakeService:
                 return
             self._credits -= 1
             self._dispatch(request)
+        # READYs that arrived while ACCEPT/DONE waited for answers sit in memory, not
+        # in the socket: poll() would not see them.
+        if self.family.pending_ready():
+            asyncio.get_running_loop().call_soon(self._on_netlink)
 
-    def _dispatch(self, request: AcceptedLike) -> None:
+    def _refuse_malformed(self, exc: MalformedRequest) -> None:
+        log.error("unusable ACCEPT reply: %s", exc)
+        if exc.sockfd is None:
+            return  # no fd to name: the kernel's consumer times the request out
+        now = time.monotonic()
+        request_id = next(self._ids)
+        self.counters.accepted += 1
+        self.inflight[request_id] = InFlight(request_id, exc.sockfd, "?", "?", 0, None, now, now)
+        self._complete(request_id, errno.EINVAL, reason=str(exc))
+
+    def _dispatch(self, request: AcceptedRequest) -> None:
         now = time.monotonic()
         config = self.config
         timeout = request.timeout_ms / 1000.0 if request.timeout_ms else config.handshake_timeout
@@ -220,7 +231,7 @@ class HandshakeService:
         job = Job(
             request_id=request_id,
             role=role,
-            auth_mode=request.auth_mode,
+            auth_mode=int(request.auth_mode),
             transport=entry.transport,
             timeout=timeout,
             peer_identities=tuple(request.peer_identities),

@@ -1,0 +1,46 @@
+"""Client of the kernel's ``handshake`` generic-netlink family (net/handshake).
+
+``HandshakeFamily`` resolves the family, joins the ``tlshd`` group, receives READY,
+ACCEPTs requests (``AcceptedRequest``), reports DONE and probes optional DONE
+attributes, over a ``KernelChannel`` (AF_NETLINK) or a ``ModelChannel`` connected to
+``quichsd.model.family.FamilyModel`` when the kernel lacks the family. Encoding and
+decoding use pyroute2's message classes (``messages``).
+"""
+
+from .channel import Channel, KernelChannel, ModelChannel
+from .constants import AuthMode, Command, HandlerClass, MessageType
+from .errors import (
+    ChannelClosed,
+    FamilyUnavailable,
+    HandshakeNetlinkError,
+    MalformedMessage,
+    MalformedRequest,
+    NetlinkCommandError,
+    ReplyTimeout,
+)
+from .family import HandshakeFamily, KernelCapabilities
+from .requests import AcceptedRequest, ReadyNotice, X509Pair, parse_accept_reply, parse_ready
+
+__all__ = [
+    "AcceptedRequest",
+    "AuthMode",
+    "Channel",
+    "ChannelClosed",
+    "Command",
+    "FamilyUnavailable",
+    "HandlerClass",
+    "HandshakeFamily",
+    "HandshakeNetlinkError",
+    "KernelCapabilities",
+    "KernelChannel",
+    "MalformedMessage",
+    "MalformedRequest",
+    "MessageType",
+    "ModelChannel",
+    "NetlinkCommandError",
+    "ReadyNotice",
+    "ReplyTimeout",
+    "X509Pair",
+    "parse_accept_reply",
+    "parse_ready",
+]
