@@ -119,6 +119,7 @@ class HandshakeService:
         self._stopped = asyncio.Event()
         self.pool.start()
         loop.add_reader(self.family.fileno(), self._on_netlink)
+        loop.call_soon(self._on_netlink)  # READYs already buffered by start-up requests
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)

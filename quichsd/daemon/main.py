@@ -1,0 +1,129 @@
+"""``quichsd serve``: tlshd's job, in the foreground, with tlshd's options.
+
+Start-up order follows tlshd (tlshd-behaviour.md §3) with two deliberate
+differences: a kernel without the handshake family is an error (exit 1, not
+tlshd's 0, so systemd shows the failure), and the optional DONE attributes
+are probed by reading the kernel's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from quichsd import __version__
+from quichsd.daemon import keyring
+from quichsd.daemon.config import ConfigError, DaemonConfig, load_config
+from quichsd.daemon.service import HandshakeService, transport_of
+from quichsd.netlink import FamilyUnavailable, HandshakeFamily
+from quichsd.tls import gnutls_version
+
+log = logging.getLogger("quichsd")
+
+EXIT_OK = 0
+EXIT_CONFIG = 1
+EXIT_NO_FAMILY = 1
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    config: Path | None = None
+    stderr: bool = False
+    #: Test and demo wiring: a FamilyModel's UNIX address instead of the kernel.
+    model_family: str | None = None
+    #: Test and demo wiring: fds from the family are the QUIC model's exported sockets.
+    model_quic: bool = False
+
+
+def setup_logging(config: DaemonConfig, to_stderr: bool) -> None:
+    level = logging.DEBUG if config.loglevel > 0 else logging.INFO
+    root = logging.getLogger("quichsd")
+    root.setLevel(level)
+    if to_stderr and not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("quichsd[%(process)d]: %(message)s"))
+        root.addHandler(handler)
+
+
+def default_workers(config: DaemonConfig) -> int:
+    return config.workers or max(2, os.cpu_count() or 2)
+
+
+def serve(options: ServeOptions) -> int:
+    try:
+        config = load_config(options.config)
+    except ConfigError as exc:
+        print(f"quichsd: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(config, options.stderr)
+    log.info("quichsd %s on GnuTLS %s", __version__, gnutls_version())
+    for warning in config.warnings:
+        log.warning("%s", warning)
+    for name, outcome in keyring.link_keyrings(config.keyrings).items():
+        log.debug("keyring %s: %s", name, outcome)
+    try:
+        family = (
+            HandshakeFamily.open_model(options.model_family, join=True)
+            if options.model_family
+            else HandshakeFamily.open_kernel(join=True)
+        )
+    except FamilyUnavailable:
+        log.error("the kernel has no handshake netlink family (net/handshake): nothing to serve")
+        print(
+            "quichsd: kernel handshake service is not available "
+            "(needs Linux >= 6.5 with net/handshake)",
+            file=sys.stderr,
+        )
+        return EXIT_NO_FAMILY
+    with family:
+        capabilities = family.probe_optional_attributes()
+        log.info("kernel DONE attributes: remote-auth %s", capabilities.remote_peerids)
+        service = HandshakeService(
+            family,
+            config,
+            workers=default_workers(config),
+            report_remote_auth=capabilities.remote_peerids,
+            transport_probe=_transport_probe(options),
+        )
+        asyncio.run(_run(service, options))
+    log.info("shutting down")
+    return EXIT_OK
+
+
+def _transport_probe(options: ServeOptions) -> Callable[[int], str]:
+    if not options.model_quic:
+        return transport_of
+    from quichsd.daemon import handler
+    from quichsd.model.remote import is_remote_model_socket, open_remote_or_kernel
+
+    handler.open_quic_socket = open_remote_or_kernel
+
+    def probe(fd: int) -> str:
+        return "quic" if is_remote_model_socket(fd) else transport_of(fd)
+
+    return probe
+
+
+async def _run(service: HandshakeService, options: ServeOptions) -> None:
+    loop = asyncio.get_running_loop()
+
+    def reload() -> None:
+        path = service.config.path or options.config
+        log.info("reloading configuration from %s", path or "the default locations")
+        try:
+            config = load_config(path)
+        except ConfigError as exc:
+            log.error("reload failed, keeping the old configuration: %s", exc)
+            return
+        service.reload(config)
+        log.info("configuration reloaded")
+
+    for sig in (signal.SIGHUP, signal.SIGUSR1):
+        loop.add_signal_handler(sig, reload)
+    await service.run()
