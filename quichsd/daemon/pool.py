@@ -45,8 +45,13 @@ class WorkerPool:
         recycle_after: int,
         on_outcome: OutcomeCallback,
         on_loss: LossCallback,
+        *,
+        fork_per_request: bool = False,
     ) -> None:
-        self.size = size
+        """``fork_per_request`` is tlshd's model (a fresh process per request), kept so
+        ``bench/daemon.py`` can measure what pre-forking saves."""
+        self.fork_per_request = fork_per_request
+        self.size = 0 if fork_per_request else size
         self.concurrency = concurrency
         self.recycle_after = recycle_after
         self._on_outcome = on_outcome
@@ -61,14 +66,21 @@ class WorkerPool:
             self._spawn()
 
     def capacity(self) -> int:
+        if self.fork_per_request:
+            return self.concurrency - sum(len(w.jobs) for w in self.workers)
         return sum(self.concurrency - len(w.jobs) for w in self.workers if not w.retiring)
 
     def submit(self, job: Job, fd: int) -> Worker:
         """Sends ``job`` with ``fd`` to the least busy worker; the caller keeps its fd."""
-        candidates = [w for w in self.workers if not w.retiring and len(w.jobs) < self.concurrency]
-        if not candidates:
-            raise RuntimeError("no worker capacity (the service checks capacity() first)")
-        worker = min(candidates, key=lambda w: len(w.jobs))
+        if self.fork_per_request:
+            worker = self._spawn(recycle_after=1)
+        else:
+            candidates = [
+                w for w in self.workers if not w.retiring and len(w.jobs) < self.concurrency
+            ]
+            if not candidates:
+                raise RuntimeError("no worker capacity (the service checks capacity() first)")
+            worker = min(candidates, key=lambda w: len(w.jobs))
         socket.send_fds(worker.channel, [encode_job(job)], [fd])
         worker.jobs.add(job.request_id)
         worker.served += 1
@@ -107,20 +119,21 @@ class WorkerPool:
 
     # -- internals ---------------------------------------------------------------
 
-    def _spawn(self) -> None:
+    def _spawn(self, recycle_after: int | None = None) -> Worker:
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:  # child
             keep = child_end.fileno()
             os.closerange(3, keep)
             os.closerange(keep + 1, _max_fd())
-            worker_main(child_end, self.recycle_after)
+            worker_main(child_end, recycle_after or self.recycle_after)
         child_end.close()
         parent_end.setblocking(False)
         worker = Worker(pid, parent_end)
         self.workers.append(worker)
         self.spawned += 1
         asyncio.get_running_loop().add_reader(parent_end.fileno(), self._on_message, worker)
+        return worker
 
     def _on_message(self, worker: Worker) -> None:
         while True:
@@ -135,7 +148,7 @@ class WorkerPool:
                 return
             if data == RETIRING:
                 worker.retiring = True
-                if not self._stopping:
+                if not self._stopping and not self.fork_per_request:
                     self._spawn()
                 continue
             outcome = decode_outcome(data)

@@ -92,6 +92,7 @@ class HandshakeService:
         report_remote_auth: bool = True,
         transport_probe: Callable[[int], str] = transport_of,
         served_transports: frozenset[str] = frozenset({"quic"}),
+        fork_per_request: bool = False,
     ) -> None:
         self.family = family
         self.config = config
@@ -100,7 +101,12 @@ class HandshakeService:
         self.transport_probe = transport_probe
         self.served_transports = served_transports
         self.pool = WorkerPool(
-            workers, concurrency, config.worker_recycle, self._on_outcome, self._on_loss
+            workers,
+            concurrency,
+            config.worker_recycle,
+            self._on_outcome,
+            self._on_loss,
+            fork_per_request=fork_per_request,
         )
         self.inflight: dict[int, InFlight] = {}
         self.counters = Counters()
