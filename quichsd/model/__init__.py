@@ -69,10 +69,11 @@ NOT emulated (release note):
 * AES-128-CCM (cipher 53) packet protection: installing such a secret fails
   with EOPNOTSUPP (aioquic has no CCM), so a handshake that negotiates it
   (payload_cipher_type=53, our engine on both ends) stops at that install.
-* 0-RTT application data: EARLY secrets install and 0-RTT packets are
-  protected/decrypted, but the preloaded peer parameters (TRANSPORT_PARAM
-  remote=1) are only stored, so no early stream data flows, and a server
-  delivers 0-RTT stream data immediately instead of at the 1-RTT key.
+* 0-RTT application data from a model client: EARLY secrets install and
+  0-RTT packets are protected/decrypted, but the preloaded peer parameters
+  (TRANSPORT_PARAM remote=1) are only stored, so a model client sends no early
+  stream data.  (A model server does receive a peer's 0-RTT stream data and,
+  as the kernel, keeps it off the receive list until the 1-RTT receive key.)
 * Options EVENT, STREAM_OPEN, STREAM_RESET, STREAM_STOP_SENDING,
   CONNECTION_ID and CONNECTION_MIGRATION (EOPNOTSUPP); event notifications
   (MSG_QUIC_NOTIFICATION), DATAGRAM frames (MSG_QUIC_DATAGRAM: EOPNOTSUPP),

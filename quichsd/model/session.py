@@ -120,6 +120,8 @@ class Session:
         self._app_crypto = bytearray()
         self._app_crypto_done = False
         self._held: list[tuple[Level, bytes]] = []
+        #: Server: 0-RTT stream data, kept off the receive list until the 1-RTT receive key.
+        self._early_streams: list[tuple[int, bytes, bool]] = []
         self._released = False
         #: A listener's hook: called once, when the first Initial CRYPTO data is queued.
         self.on_first_initial: Callable[[Session], None] | None = None
@@ -208,7 +210,7 @@ class Session:
             return
         while (event := conn.next_event()) is not None:
             if isinstance(event, StreamDataReceived):
-                self.queue.push_stream(event.stream_id, event.data, event.end_stream)
+                self._stream_received(event.stream_id, event.data, event.end_stream)
         if conn.closed:
             self.state = SockState.CLOSED
         if self.endpoint is not None and not self._released:
@@ -217,6 +219,13 @@ class Session:
             self.endpoint.wake()
         self.readiness.update(bool(self.queue) or self.state is SockState.CLOSED)
         self.cond.notify_all()
+
+    def _stream_received(self, stream_id: int, data: bytes, fin: bool) -> None:
+        """A server holds 0-RTT stream data until the 1-RTT receive key, as the kernel does."""
+        if self.server and (Level.APP, False) not in self.keys:
+            self._early_streams.append((stream_id, data, fin))
+        else:
+            self.queue.push_stream(stream_id, data, fin)
 
     # -- handshake data path ----------------------------------------------------------------
 
@@ -278,6 +287,9 @@ class Session:
             self.settings.ticket = b""
             self.settings.token = b""
             self.ticket_set_after_established = False
+            early, self._early_streams = self._early_streams, []
+            for stream_id, data, fin in early:  # buffered 0-RTT stream data: now readable
+                self.queue.push_stream(stream_id, data, fin)
         now = time.monotonic()
         kept = conn.install_secret(key_level, send, cipher, bytes(secret[:length]))
         self.keys[(key_level, send)] = cipher
