@@ -3,7 +3,7 @@ VENV := .venv
 STAMP := $(VENV)/.bootstrapped
 PYTEST_ARGS ?=
 
-.PHONY: run test lint fast bench clean
+.PHONY: run test lint fast bench clean install-service
 
 $(STAMP): pyproject.toml setup.py quichsd/tls/_build.py quichsd/tls/_glue.c scripts/bootstrap
 	scripts/bootstrap
@@ -21,6 +21,11 @@ test: lint
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/engine.py
+
+# The unit (ExecStart= naming .venv/bin/quichsd), /etc/tlshd/config if absent, the man
+# pages; under $(DESTDIR) when set.  Then: systemctl daemon-reload && systemctl enable --now quichsd
+install-service: $(STAMP)
+	$(VENV)/bin/quichsd install-service $(if $(DESTDIR),--destdir "$(DESTDIR)")
 
 clean:
 	rm -rf $(VENV) build bench/build quichsd/tls/_gnutls*.so quichsd/tls/_gnutls.c

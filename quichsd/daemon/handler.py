@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -62,9 +63,24 @@ def _read_serial(serial: int, what: str) -> bytes:
         raise JobRefused(errno.ENOKEY, f"{what} key {serial:#x}: {exc.strerror}") from None
 
 
+def _stamp(path: str | None) -> tuple[int, int, int] | None:
+    """What changes when a file is rewritten or replaced: (inode, size, mtime)."""
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def certificate_credentials(job: Job, *, need_own: bool) -> CertificateCredentials:
     files = job.x509
-    cache_key = (job.generation, job.role, job.certificate, job.private_key, need_own)
+    # tlshd reads the files at every handshake, so a renewed certificate written under the
+    # same path counts at once: the cache is keyed on the files' state too, not just on
+    # the configuration generation (which only changes with the paths, on reload).
+    stamps = tuple(_stamp(files.get(name)) for name in sorted(files))
+    cache_key = (job.generation, job.role, job.certificate, job.private_key, need_own, stamps)
     cached = _credential_cache.get(cache_key) if not job.certificate else None
     if cached is not None:
         return cached
@@ -187,6 +203,11 @@ def _peer_address(sock: QuicSocket) -> str | None:
 
 
 async def run_job(job: Job, sock: QuicSocket) -> Outcome:
+    if job.transport == "tcp":
+        # Imported here: the TCP path builds on this module's credential helpers.
+        from quichsd.ktls.job import run_tcp_job
+
+        return await run_tcp_job(job, sock)
     if job.transport != "quic":
         return Outcome(job.request_id, errno.EOPNOTSUPP, reason=f"{job.transport} not served")
     linked = False

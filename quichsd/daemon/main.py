@@ -18,9 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quichsd import __version__
-from quichsd.daemon import keyring
+from quichsd.daemon import journal, keyring
 from quichsd.daemon.config import ConfigError, DaemonConfig, load_config
+from quichsd.daemon.metrics import Snapshot, snapshot
+from quichsd.daemon.notify import Lifecycle, Notifier, status_line
 from quichsd.daemon.service import HandshakeService, transport_of
+from quichsd.daemon.status import DEFAULT_SOCKET, StatusServer
 from quichsd.netlink import FamilyUnavailable, HandshakeFamily
 from quichsd.tls import gnutls_version
 
@@ -42,13 +45,9 @@ class ServeOptions:
 
 
 def setup_logging(config: DaemonConfig, to_stderr: bool) -> None:
+    """journald (structured) under systemd, else syslog; stderr too with ``-s``."""
     level = logging.DEBUG if config.loglevel > 0 else logging.INFO
-    root = logging.getLogger("quichsd")
-    root.setLevel(level)
-    if to_stderr and not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("quichsd[%(process)d]: %(message)s"))
-        root.addHandler(handler)
+    journal.configure(level, to_stderr)
 
 
 def default_workers(config: DaemonConfig) -> int:
@@ -112,18 +111,38 @@ def _transport_probe(options: ServeOptions) -> Callable[[int], str]:
 
 async def _run(service: HandshakeService, options: ServeOptions) -> None:
     loop = asyncio.get_running_loop()
+    # systemd: READY=1 once serving, STATUS=/WATCHDOG=1 while serving, STOPPING=1.
+    lifecycle = Lifecycle(Notifier(), lambda: status_line(service))
+    service.on_started.append(lifecycle.ready)
+    service.on_stopping.append(lifecycle.stopping)
 
     def reload() -> None:
+        lifecycle.reloading()
         path = service.config.path or options.config
         log.info("reloading configuration from %s", path or "the default locations")
         try:
             config = load_config(path)
         except ConfigError as exc:
             log.error("reload failed, keeping the old configuration: %s", exc)
+            lifecycle.reloaded("reload failed, previous configuration kept")
             return
         service.reload(config)
         log.info("configuration reloaded")
+        lifecycle.reloaded()
 
     for sig in (signal.SIGHUP, signal.SIGUSR1):
         loop.add_signal_handler(sig, reload)
-    await service.run()
+    status_path = service.config.status_socket
+    status_server = await StatusServer.start(
+        status_path, lambda: _snapshot(service), explicit=status_path != DEFAULT_SOCKET
+    )
+    try:
+        await service.run()
+    finally:
+        await lifecycle.close()
+        if status_server is not None:
+            await status_server.close()
+
+
+def _snapshot(service: HandshakeService) -> Snapshot:
+    return snapshot(service, versions={"quichsd": __version__, "gnutls": gnutls_version()})

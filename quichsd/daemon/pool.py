@@ -59,6 +59,8 @@ class WorkerPool:
         self.workers: list[Worker] = []
         self.spawned = 0
         self.deaths = 0
+        #: Workers that retired after their share of jobs (worker_recycle).
+        self.recycled = 0
         self._stopping = False
 
     def start(self) -> None:
@@ -147,9 +149,13 @@ class WorkerPool:
                 self._lost(worker, "worker exited")
                 return
             if data == RETIRING:
-                worker.retiring = True
-                if not self._stopping and not self.fork_per_request:
-                    self._spawn()
+                if not worker.retiring:  # one replacement per worker, however often it says so
+                    worker.retiring = True
+                    if not self._stopping and not self.fork_per_request:
+                        self._spawn()
+                if not worker.jobs:
+                    self._retire(worker)
+                    return
                 continue
             outcome = decode_outcome(data)
             worker.jobs.discard(outcome.request_id)
@@ -159,6 +165,7 @@ class WorkerPool:
                 return
 
     def _retire(self, worker: Worker) -> None:
+        self.recycled += 1
         self._forget(worker)
 
     def _lost(self, worker: Worker, reason: str) -> None:
@@ -168,6 +175,8 @@ class WorkerPool:
         worker.jobs.clear()
         if not worker.retiring:
             self.deaths += 1
+        else:
+            self.recycled += 1
         was_retiring = worker.retiring
         self._forget(worker)
         if lost:

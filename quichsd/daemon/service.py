@@ -28,7 +28,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from quichsd.daemon import journal
 from quichsd.daemon.config import DaemonConfig
+from quichsd.daemon.metrics import Metrics
 from quichsd.daemon.pool import WorkerPool
 from quichsd.daemon.protocol import Job, Outcome, x509_files_for
 from quichsd.netlink import AcceptedRequest, HandlerClass, MalformedRequest, ReadyNotice
@@ -91,7 +93,7 @@ class HandshakeService:
         concurrency: int = 64,
         report_remote_auth: bool = True,
         transport_probe: Callable[[int], str] = transport_of,
-        served_transports: frozenset[str] = frozenset({"quic"}),
+        served_transports: frozenset[str] = frozenset({"quic", "tcp"}),
         fork_per_request: bool = False,
     ) -> None:
         self.family = family
@@ -111,6 +113,11 @@ class HandshakeService:
         self.inflight: dict[int, InFlight] = {}
         self.counters = Counters()
         self.statuses: Counter[int] = Counter()
+        self.metrics = Metrics()
+        #: Called once run() has started the pool and watches the netlink socket (READY=1).
+        self.on_started: list[Callable[[], None]] = []
+        #: Called once when a stop is first requested (STOPPING=1).
+        self.on_stopping: list[Callable[[], None]] = []
         self._credits = 0
         self._ids = itertools.count(1)
         self._overrun: set[int] = set()
@@ -126,6 +133,8 @@ class HandshakeService:
         self.pool.start()
         loop.add_reader(self.family.fileno(), self._on_netlink)
         loop.call_soon(self._on_netlink)  # READYs already buffered by start-up requests
+        for started in self.on_started:
+            started()
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
@@ -144,6 +153,8 @@ class HandshakeService:
     def request_stop(self) -> None:
         if not self._stopping:
             log.info("stopping: no new requests; %d in flight", len(self.inflight))
+            for stopping in self.on_stopping:
+                stopping()
         self._stopping = True
         if self._stopped is not None:
             self._stopped.set()
@@ -152,6 +163,7 @@ class HandshakeService:
         """New requests use ``config``; those in flight keep the one they started with."""
         self.config = config
         self.generation += 1
+        self.metrics.reloaded()
 
     async def _drain(self, grace: float) -> None:
         deadline = time.monotonic() + grace
@@ -312,35 +324,27 @@ class HandshakeService:
             with contextlib.suppress(OSError):
                 os.close(entry.fd)
         self.statuses[status] += 1
+        self.metrics.observe(entry.transport, entry.role, status, time.monotonic() - entry.started)
         _log_handshake(entry, status, reason, outcome)
 
 
 def _log_handshake(entry: InFlight, status: int, reason: str, outcome: Outcome | None) -> None:
-    duration = time.monotonic() - entry.started
-    peer = entry.peername or "-"
-    if status == 0 and outcome is not None:
-        log.info(
-            "request %d: %s %s handshake with %s succeeded: cipher %s, ALPN %s, peer %s, "
-            "resumed %s, %.1f ms",
-            entry.request_id,
-            entry.transport,
-            entry.role,
-            peer,
-            outcome.cipher,
-            outcome.alpn or "-",
-            outcome.peer or "-",
-            outcome.resumed,
-            duration * 1000,
-        )
-    else:
-        log.warning(
-            "request %d: %s %s handshake with %s failed: %s (status %d, %s), %.1f ms",
-            entry.request_id,
-            entry.transport,
-            entry.role,
-            peer,
-            reason or "-",
-            status,
-            errno.errorcode.get(status, "?"),
-            duration * 1000,
-        )
+    """One record per request: text for stderr/syslog, QUICHSD_* fields for journald."""
+    done = outcome if status == 0 else None
+    journal.log_handshake(
+        log,
+        journal.HandshakeRecord(
+            request_id=entry.request_id,
+            transport=entry.transport,
+            role=entry.role,
+            auth_mode=entry.auth_mode,
+            peername=entry.peername,
+            status=status,
+            reason=reason,
+            duration=time.monotonic() - entry.started,
+            cipher=done.cipher if done else 0,
+            alpn=done.alpn if done else None,
+            peer=done.peer if done else None,
+            resumed=bool(done and done.resumed),
+        ),
+    )

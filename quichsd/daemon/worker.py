@@ -10,7 +10,6 @@ parent must hear about every job it sent.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import os
 import signal
@@ -28,9 +27,12 @@ def worker_main(channel: socket.socket, recycle_after: int) -> None:
     # Forked from inside the parent's running loop: that loop is not ours to run.
     asyncio.events._set_running_loop(None)
     signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
+    # The parent decides when workers stop (it closes their channels, or SIGKILLs one):
+    # signals meant for the daemon that reach its whole process group -- Ctrl-C, a
+    # terminal hangup, systemd's SIGTERM to every process of the unit (KillMode=
+    # control-group, the default) -- must not end handshakes the parent is draining.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
     code = 0
     try:
         asyncio.run(_serve(channel, recycle_after))
@@ -90,15 +92,13 @@ async def _serve(channel: socket.socket, recycle_after: int) -> None:
             task = loop.create_task(run(job, fds[0]))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
-            if accepted >= recycle_after:
+            if accepted == recycle_after:  # once: jobs sent before the parent read it follow
                 channel.send(RETIRING)
 
     loop.add_reader(channel.fileno(), on_message)
-    # Until the parent goes away, or until retired and idle.  Jobs in flight when the
-    # parent goes are dropped: nobody is left to send their DONE.
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 0.2)
-        if accepted >= recycle_after and not tasks:
-            break
+    # Until the parent closes the channel: it does so when it stops, and when this worker,
+    # retiring, has answered every job the parent sent (which may include jobs sent before
+    # the parent read RETIRING; leaving on our own would lose those).  Jobs in flight when
+    # the parent goes are dropped: nobody is left to send their DONE.
+    await stop.wait()
     loop.remove_reader(channel.fileno())

@@ -278,3 +278,215 @@ static void qd_set_psk_server_callback(gnutls_psk_server_credentials_t cred)
 {
 	gnutls_psk_set_server_credentials_function2(cred, qd_psk_server_cb);
 }
+
+/*
+ * TCP (kTLS path).  GnuTLS runs a whole TLS 1.3 handshake on the socket, which
+ * belongs to a kernel consumer: its file status flags are shared with that
+ * consumer, so instead of setting O_NONBLOCK these transport functions pass
+ * MSG_DONTWAIT on every call and the asyncio side waits per
+ * gnutls_record_get_direction().  The session ptr is a struct qd_tcp.
+ */
+#include <errno.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#define QD_EXT_RECORD_SIZE_LIMIT 28
+#define QD_TCP_VERIFY_NONE 0
+#define QD_TCP_VERIFY_CLIENT 1	/* server: a certificate the client presents must verify */
+#define QD_TCP_VERIFY_SERVER 2	/* client: the server's chain and name must verify */
+
+struct qd_tcp {
+	gnutls_session_t session;
+	void *handle;			/* PSK lookup (server) */
+	int fd;
+	int is_server;
+	int verify_mode;		/* QD_TCP_VERIFY_* */
+	const char *verify_host;	/* client: name the server's certificate must carry, or NULL */
+	int verify_failed;
+	unsigned verify_status;		/* gnutls_certificate_status_t bits of a rejected client */
+	int verify_rc;			/* GnuTLS error when the chain could not be checked at all */
+	int psk_unknown;
+	int psk_error;
+	int sent_alert;			/* alert we sent from a callback, -1 if none */
+	int alert_rc;			/* gnutls_alert_send() result for it */
+	unsigned peer_record_limit;	/* RFC 8449 record_size_limit the peer sent, 0 if none */
+	int last_errno;
+};
+
+static int qd_tcp_set_errno(struct qd_tcp *t)
+{
+	int e = errno;
+	if (e == EWOULDBLOCK)
+		e = EAGAIN;
+	t->last_errno = e;
+	gnutls_transport_set_errno(t->session, e);
+	return e;
+}
+
+static ssize_t qd_tcp_push(gnutls_transport_ptr_t ptr, const giovec_t *iov, int iovcnt)
+{
+	struct qd_tcp *t = ptr;
+	struct msghdr msg;
+	memset(&msg, 0, sizeof(msg));
+	msg.msg_iov = (struct iovec *)iov;
+	msg.msg_iovlen = (size_t)iovcnt;
+	ssize_t n = sendmsg(t->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+	if (n < 0)
+		qd_tcp_set_errno(t);
+	return n;
+}
+
+static ssize_t qd_tcp_pull(gnutls_transport_ptr_t ptr, void *buf, size_t size)
+{
+	struct qd_tcp *t = ptr;
+	ssize_t n = recv(t->fd, buf, size, MSG_DONTWAIT);
+	if (n < 0)
+		qd_tcp_set_errno(t);
+	return n;
+}
+
+/* Never wait here: claim data is ready and let the pull report EAGAIN. */
+static int qd_tcp_pull_timeout(gnutls_transport_ptr_t ptr, unsigned int ms)
+{
+	(void)ptr; (void)ms;
+	return 1;
+}
+
+static void qd_tcp_alert(struct qd_tcp *t, gnutls_alert_description_t desc)
+{
+	/* Only possible from inside a callback: once gnutls_handshake() has failed
+	 * the session refuses to write.  Best effort on a non-blocking socket. */
+	if (t->sent_alert >= 0)
+		return;
+	t->sent_alert = (int)desc;
+	t->alert_rc = gnutls_alert_send(t->session, GNUTLS_AL_FATAL, desc);
+}
+
+static int qd_tcp_rsl(void *ctx, unsigned tls_id, const unsigned char *data, unsigned size)
+{
+	struct qd_tcp *t = ctx;
+	if (tls_id == QD_EXT_RECORD_SIZE_LIMIT && size == 2)
+		t->peer_record_limit = ((unsigned)data[0] << 8) | data[1];
+	return 0;
+}
+
+/* Remembers the peer's record_size_limit: the client's from its (last)
+ * ClientHello, the server's from EncryptedExtensions.  GnuTLS < 3.8.11 has no
+ * getter for the resulting send limit. */
+static int qd_tcp_hook(gnutls_session_t s, unsigned htype, unsigned when,
+		       unsigned incoming, const gnutls_datum_t *msg)
+{
+	(void)when;
+	struct qd_tcp *t = gnutls_session_get_ptr(s);
+	if (!incoming || !msg || !msg->data)
+		return 0;
+	if (t->is_server && htype == GNUTLS_HANDSHAKE_CLIENT_HELLO) {
+		t->peer_record_limit = 0;
+		gnutls_ext_raw_parse(t, qd_tcp_rsl, msg, GNUTLS_EXT_RAW_FLAG_TLS_CLIENT_HELLO);
+	} else if (!t->is_server && htype == GNUTLS_HANDSHAKE_ENCRYPTED_EXTENSIONS) {
+		gnutls_ext_raw_parse(t, qd_tcp_rsl, msg, 0);
+	}
+	return 0;
+}
+
+/* The alert a client closes with when the server's certificate fails (RFC 8446 §6.2). */
+static gnutls_alert_description_t qd_tcp_cert_alert(unsigned status)
+{
+	if (status & GNUTLS_CERT_REVOKED)
+		return GNUTLS_A_CERTIFICATE_REVOKED;
+	if (status & (GNUTLS_CERT_EXPIRED | GNUTLS_CERT_NOT_ACTIVATED))
+		return GNUTLS_A_CERTIFICATE_EXPIRED;
+	if (status & GNUTLS_CERT_SIGNER_NOT_FOUND)
+		return GNUTLS_A_UNKNOWN_CA;
+	return GNUTLS_A_BAD_CERTIFICATE;
+}
+
+/*
+ * Verification with an alert the peer can read: once gnutls_handshake() has
+ * failed the session refuses to write, so the alert goes out from here.
+ * Server (tlshd-behaviour §8): the client was asked, not required, for a
+ * certificate; none is fine, a presented one must verify, else access_denied.
+ * Client: the server must present a chain that verifies for verify_host.
+ */
+static int qd_tcp_verify(gnutls_session_t s)
+{
+	struct qd_tcp *t = gnutls_session_get_ptr(s);
+	unsigned int count = 0;
+	unsigned int status = 0;
+	if (t->verify_mode == QD_TCP_VERIFY_NONE)
+		return 0;
+	const gnutls_datum_t *chain = gnutls_certificate_get_peers(s, &count);
+	if (!chain || count == 0) {
+		if (t->verify_mode == QD_TCP_VERIFY_CLIENT)
+			return 0;
+		t->verify_failed = 1;
+		t->verify_rc = GNUTLS_E_NO_CERTIFICATE_FOUND;
+		qd_tcp_alert(t, GNUTLS_A_BAD_CERTIFICATE);
+		return GNUTLS_E_NO_CERTIFICATE_FOUND;
+	}
+	const char *host = t->verify_mode == QD_TCP_VERIFY_SERVER ? t->verify_host : NULL;
+	int rc = gnutls_certificate_verify_peers3(s, host, &status);
+	if (rc < 0 || status) {
+		t->verify_failed = 1;
+		t->verify_status = status;
+		t->verify_rc = rc < 0 ? rc : 0;
+		qd_tcp_alert(t, t->verify_mode == QD_TCP_VERIFY_CLIENT ?
+			     GNUTLS_A_ACCESS_DENIED : qd_tcp_cert_alert(status));
+		return rc < 0 ? GNUTLS_E_CERTIFICATE_ERROR : GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR;
+	}
+	return 0;
+}
+
+static int qd_tcp_psk_server_cb(gnutls_session_t s, const gnutls_datum_t *identity,
+				gnutls_datum_t *key)
+{
+	struct qd_tcp *t = gnutls_session_get_ptr(s);
+	/* -1: no such identity; -2: the lookup itself failed (not the client's fault). */
+	int rc = qd_py_psk_lookup(t->handle, identity->data, identity->size, key);
+	if (rc == -1) {
+		t->psk_unknown = 1;
+		qd_tcp_alert(t, GNUTLS_A_UNKNOWN_PSK_IDENTITY);
+	} else if (rc < -1) {
+		t->psk_error = 1;
+		qd_tcp_alert(t, GNUTLS_A_INTERNAL_ERROR);
+	}
+	return rc < 0 ? -1 : rc;
+}
+
+static void qd_tcp_set_psk_server_callback(gnutls_psk_server_credentials_t cred)
+{
+	gnutls_psk_set_server_credentials_function2(cred, qd_tcp_psk_server_cb);
+}
+
+/* Hooks a TCP session to its state and socket. */
+static void qd_tcp_attach(gnutls_session_t s, struct qd_tcp *t, int fd)
+{
+	t->session = s;
+	t->fd = fd;
+	t->sent_alert = -1;
+	gnutls_session_set_ptr(s, t);
+	gnutls_transport_set_ptr(s, t);
+	gnutls_transport_set_vec_push_function(s, qd_tcp_push);
+	gnutls_transport_set_pull_function(s, qd_tcp_pull);
+	gnutls_transport_set_pull_timeout_function(s, qd_tcp_pull_timeout);
+	gnutls_handshake_set_hook_function(s, GNUTLS_HANDSHAKE_ANY, GNUTLS_HOOK_POST, qd_tcp_hook);
+	gnutls_session_set_verify_function(s, qd_tcp_verify);
+}
+
+/* Copies one direction's record state: 0 or a GnuTLS error.  iv/key hold 32. */
+static int qd_tcp_record_state(gnutls_session_t s, unsigned read, unsigned char *iv,
+			       unsigned *iv_len, unsigned char *key, unsigned *key_len,
+			       unsigned char *seq)
+{
+	gnutls_datum_t mac, giv, gkey;
+	int rc = gnutls_record_get_state(s, read, &mac, &giv, &gkey, seq);
+	if (rc < 0)
+		return rc;
+	if (giv.size > 32 || gkey.size > 32)
+		return GNUTLS_E_INTERNAL_ERROR;
+	memcpy(iv, giv.data, giv.size);
+	memcpy(key, gkey.data, gkey.size);
+	*iv_len = giv.size;
+	*key_len = gkey.size;
+	return 0;
+}

@@ -1,0 +1,343 @@
+"""Where the daemon's log goes: journald (structured), syslog, stderr.
+
+* Under systemd (``JOURNAL_STREAM`` is set, or journald's socket exists) every
+  record goes to the journal as fields, through systemd-python's
+  ``journal.sendv`` when it is installed, else over journald's native
+  protocol directly.  A handshake's record carries ``QUICHSD_*`` fields (see
+  ``HandshakeRecord.fields()``) so ``journalctl QUICHSD_STATUS=110`` finds the
+  timeouts.
+* Elsewhere, syslog (``/dev/log``, facility ``auth`` like tlshd) when there is
+  one.
+* ``-s``: plain text on stderr as well; stderr too when nothing else exists.
+
+A record never holds key material: the fields are built from the request's
+metadata and the outcome's names (cipher, ALPN, the peer's certificate
+subject or PSK identity), never from keys, secrets or certificates' bytes.
+
+``QUICHSD_JOURNAL_SINK=PATH`` (for tests and debugging) replaces the journal by
+a file that receives each record's fields as one JSON object per line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import importlib
+import json
+import logging
+import logging.handlers
+import os
+import socket
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+JOURNAL_SOCKET = Path("/run/systemd/journal/socket")
+SYSLOG_SOCKET = Path("/dev/log")
+SINK_ENV = "QUICHSD_JOURNAL_SINK"
+IDENTIFIER = "quichsd"
+#: LOG_AUTH, as tlshd opens syslog with.
+SYSLOG_FACILITY = 4
+#: ``logging`` record attribute holding a record's extra journal fields.
+FIELDS_ATTR = "quichsd_fields"
+#: MESSAGE_ID of handshake records (journalctl MESSAGE_ID=...): success and failure.
+MESSAGE_ID_SUCCEEDED = "5f1a8e3c2b7d4c0e9a6b1d2c3e4f5a60"
+MESSAGE_ID_FAILED = "5f1a8e3c2b7d4c0e9a6b1d2c3e4f5a61"
+
+AUTH_NAMES = {0: "unspec", 1: "unauth", 2: "psk", 3: "x509"}
+CIPHER_NAMES = {
+    51: "TLS_AES_128_GCM_SHA256",
+    52: "TLS_AES_256_GCM_SHA384",
+    53: "TLS_AES_128_CCM_SHA256",
+    54: "TLS_CHACHA20_POLY1305_SHA256",
+}
+_PRIORITIES = (
+    (logging.CRITICAL, 2),
+    (logging.ERROR, 3),
+    (logging.WARNING, 4),
+    (logging.INFO, 6),
+)
+
+Fields = dict[str, str]
+Sender = Callable[[Fields], None]
+
+
+def priority_of(levelno: int) -> int:
+    """The syslog priority for a ``logging`` level (DEBUG and below: 7)."""
+    for level, priority in _PRIORITIES:
+        if levelno >= level:
+            return priority
+    return 7
+
+
+# -- one record per handshake --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HandshakeRecord:
+    """How one request ended, as the parent knows it at DONE time."""
+
+    request_id: int
+    transport: str
+    role: str
+    auth_mode: int
+    peername: str | None
+    status: int
+    reason: str
+    duration: float
+    cipher: int = 0
+    alpn: str | None = None
+    peer: str | None = None
+    resumed: bool = False
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == 0
+
+    @property
+    def level(self) -> int:
+        return logging.INFO if self.succeeded else logging.WARNING
+
+    def message(self) -> str:
+        ms = self.duration * 1000
+        with_whom = self.peername or "-"
+        if self.succeeded:
+            return (
+                f"request {self.request_id}: {self.transport} {self.role} handshake with "
+                f"{with_whom} succeeded: cipher {cipher_name(self.cipher)}, "
+                f"ALPN {self.alpn or '-'}, peer {self.peer or '-'}, resumed {self.resumed}, "
+                f"{ms:.1f} ms"
+            )
+        return (
+            f"request {self.request_id}: {self.transport} {self.role} handshake with "
+            f"{with_whom} failed: {self.reason or '-'} (status {self.status}, "
+            f"{errno.errorcode.get(self.status, '?')}), {ms:.1f} ms"
+        )
+
+    def fields(self) -> Fields:
+        """The ``QUICHSD_*`` journal fields (all strings; absent when unknown)."""
+        fields: Fields = {
+            "MESSAGE_ID": MESSAGE_ID_SUCCEEDED if self.succeeded else MESSAGE_ID_FAILED,
+            "QUICHSD_REQUEST": str(self.request_id),
+            "QUICHSD_TRANSPORT": self.transport,
+            "QUICHSD_ROLE": self.role,
+            "QUICHSD_AUTH": AUTH_NAMES.get(self.auth_mode, str(self.auth_mode)),
+            "QUICHSD_STATUS": str(self.status),
+            "QUICHSD_DURATION_MS": f"{self.duration * 1000:.3f}",
+        }
+        if self.peername:
+            fields["QUICHSD_PEERNAME"] = self.peername
+        if self.succeeded:
+            fields["QUICHSD_CIPHER"] = cipher_name(self.cipher)
+            fields["QUICHSD_ALPN"] = self.alpn or ""
+            fields["QUICHSD_PEER"] = self.peer or ""
+            fields["QUICHSD_RESUMED"] = "1" if self.resumed else "0"
+        else:
+            fields["QUICHSD_ERRNO"] = errno.errorcode.get(self.status, str(self.status))
+            if self.reason:
+                fields["QUICHSD_REASON"] = self.reason
+        return {key: value for key, value in fields.items() if value != ""}
+
+
+def cipher_name(cipher: int) -> str:
+    return CIPHER_NAMES.get(cipher, str(cipher) if cipher else "-")
+
+
+def log_handshake(logger: logging.Logger, record: HandshakeRecord) -> None:
+    """One log record for a finished request; journald gets its fields."""
+    logger.log(record.level, "%s", record.message(), extra={FIELDS_ATTR: record.fields()})
+
+
+# -- journald --------------------------------------------------------------------------------------
+
+
+def under_journald(
+    environ: Mapping[str, str] | None = None, journal_socket: Path = JOURNAL_SOCKET
+) -> bool:
+    """Started by systemd with stderr on the journal, or journald listening here."""
+    env = os.environ if environ is None else environ
+    return bool(env.get("JOURNAL_STREAM")) or journal_socket.exists()
+
+
+def _encode_native(fields: Mapping[str, str]) -> bytes:
+    """journald's native protocol: ``KEY=value\\n``, or the binary-safe form for newlines."""
+    out = bytearray()
+    for key, value in fields.items():
+        data = value.encode("utf-8", "replace")
+        if b"\n" in data:
+            out += key.encode() + b"\n" + struct.pack("<Q", len(data)) + data + b"\n"
+        else:
+            out += key.encode() + b"=" + data + b"\n"
+    return bytes(out)
+
+
+class NativeJournal:
+    """A journald client without libsystemd (one datagram per record; fork safe)."""
+
+    def __init__(self, path: Path = JOURNAL_SOCKET) -> None:
+        self.path = path
+        self._sock: socket.socket | None = None
+        self._pid = 0
+
+    def __call__(self, fields: Fields) -> None:
+        if self._sock is None or self._pid != os.getpid():
+            # A forked worker closed every inherited fd: never reuse the number.
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._pid = os.getpid()
+        with contextlib.suppress(OSError):  # journald gone or full: drop, as libsystemd does
+            self._sock.sendto(_encode_native(fields), str(self.path))
+
+    def close(self) -> None:
+        if self._sock is not None and self._pid == os.getpid():
+            self._sock.close()
+        self._sock = None
+
+
+class JsonLinesSink:
+    """Records as JSON objects, one a line, appended to ``path`` (tests, debugging)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(self, fields: Fields) -> None:
+        line = json.dumps(fields, sort_keys=True) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+
+def systemd_python_sender() -> Sender | None:
+    """systemd-python's ``journal.sendv``, if it is installed."""
+    try:
+        # By name: the repository's systemd/ folder (unit files) must not pass for the package.
+        journal = importlib.import_module("systemd.journal")
+    except ImportError:
+        return None
+
+    def send(fields: Fields) -> None:
+        journal.sendv(*(f"{key}={value}" for key, value in fields.items()))
+
+    return send
+
+
+class JournalHandler(logging.Handler):
+    """``logging`` → journal fields: MESSAGE, PRIORITY, identifier, code location, extras.
+
+    ``send`` runs in the process that installed the handler; a forked child
+    (a worker) uses its own ``NativeJournal`` instead, because libsystemd
+    keeps its journal fd in a static that the child's ``closerange`` made
+    dangling.
+    """
+
+    def __init__(
+        self,
+        send: Sender,
+        *,
+        child_send: Callable[[], Sender] | None = None,
+        level: int = logging.NOTSET,
+    ) -> None:
+        super().__init__(level)
+        self.send = send
+        self._owner = os.getpid()
+        self._child_factory = child_send or NativeJournal
+        self._child: Sender | None = None
+        self._child_pid = 0
+
+    def record_fields(self, record: logging.LogRecord) -> Fields:
+        fields: Fields = {
+            "MESSAGE": self.format(record),
+            "PRIORITY": str(priority_of(record.levelno)),
+            "SYSLOG_IDENTIFIER": IDENTIFIER,
+            "SYSLOG_FACILITY": str(SYSLOG_FACILITY),
+            "SYSLOG_PID": str(record.process or os.getpid()),
+            "CODE_FILE": record.pathname,
+            "CODE_LINE": str(record.lineno),
+            "CODE_FUNC": record.funcName,
+            "LOGGER": record.name,
+        }
+        extra = getattr(record, FIELDS_ATTR, None)
+        if isinstance(extra, Mapping):
+            fields.update({str(k): str(v) for k, v in extra.items()})
+        return fields
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields = self.record_fields(record)
+            if os.getpid() == self._owner:
+                self.send(fields)
+                return
+            if self._child is None or self._child_pid != os.getpid():
+                self._child = self._child_factory()
+                self._child_pid = os.getpid()
+            self._child(fields)
+        except Exception:
+            self.handleError(record)
+
+
+# -- setup ---------------------------------------------------------------------------------------
+
+_TEXT_FORMAT = "quichsd[%(process)d]: %(message)s"
+_OURS = "_quichsd_handler"
+
+
+def _mark(handler: logging.Handler) -> logging.Handler:
+    setattr(handler, _OURS, True)
+    return handler
+
+
+def journal_handler(environ: Mapping[str, str] | None = None) -> logging.Handler | None:
+    """The journal handler this environment calls for, or None."""
+    env = os.environ if environ is None else environ
+    sink = env.get(SINK_ENV)
+    if sink:
+        return JournalHandler(
+            JsonLinesSink(Path(sink)), child_send=lambda: JsonLinesSink(Path(sink))
+        )
+    if not under_journald(env):
+        return None
+    sender = systemd_python_sender()
+    return JournalHandler(sender if sender is not None else NativeJournal())
+
+
+def _syslog_handler() -> logging.Handler | None:
+    if not SYSLOG_SOCKET.exists():
+        return None
+    try:
+        handler = logging.handlers.SysLogHandler(
+            address=str(SYSLOG_SOCKET), facility=logging.handlers.SysLogHandler.LOG_AUTH
+        )
+    except OSError:
+        return None
+    handler.setFormatter(logging.Formatter(_TEXT_FORMAT))
+    return handler
+
+
+def configure(level: int, to_stderr: bool, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Installs the ``quichsd`` logger's handlers; names the destinations chosen.
+
+    Replaces the handlers an earlier call installed (and only those).
+    """
+    root = logging.getLogger("quichsd")
+    root.setLevel(level)
+    for handler in list(root.handlers):
+        if getattr(handler, _OURS, False):
+            root.removeHandler(handler)
+            handler.close()
+    chosen: list[tuple[str, logging.Handler]] = []
+    journal = journal_handler(environ)
+    if journal is not None:
+        chosen.append(("journal", journal))
+    else:
+        syslog = _syslog_handler()
+        if syslog is not None:
+            chosen.append(("syslog", syslog))
+    if to_stderr or not chosen:
+        stream = logging.StreamHandler()
+        stream.setFormatter(logging.Formatter(_TEXT_FORMAT))
+        chosen.append(("stderr", stream))
+    for _name, handler in chosen:
+        root.addHandler(_mark(handler))
+    return [name for name, _handler in chosen]

@@ -1,0 +1,31 @@
+"""TLS over TCP: the GnuTLS handshake on a kernel TCP socket, then kernel TLS (kTLS).
+
+``run_tcp_handshake`` (``session.py``) is the entry point; ``install.py``
+hands the keys to the kernel, ``abi.py`` packs them, ``priority.py`` builds
+the GnuTLS priorities tlshd uses on TCP.  ``python -m quichsd.ktls.selftest``
+checks the whole path on a kernel that has kTLS.
+"""
+
+from quichsd.ktls.abi import CryptoInfo, KtlsCipher
+from quichsd.ktls.install import InstallReport, KtlsInstallError, KtlsMaterial, install_ktls
+from quichsd.ktls.session import (
+    TcpCompletion,
+    TcpCredentials,
+    TcpHandshakeResult,
+    TcpTlsSession,
+    run_tcp_handshake,
+)
+
+__all__ = [
+    "CryptoInfo",
+    "InstallReport",
+    "KtlsCipher",
+    "KtlsInstallError",
+    "KtlsMaterial",
+    "TcpCompletion",
+    "TcpCredentials",
+    "TcpHandshakeResult",
+    "TcpTlsSession",
+    "install_ktls",
+    "run_tcp_handshake",
+]

@@ -1,0 +1,160 @@
+"""A worker's TCP job: credentials from the request, the handshake, kTLS, an Outcome.
+
+Credentials come from the keyring serials in the request, else from the
+configuration files, through the same helpers as QUIC (``daemon.handler``).
+REMOTE_AUTH follows handshake-netlink.md §9 for TCP: a client with X.509
+reports one ``asymmetric`` key per server certificate, a PSK client the
+serial of its PSK, an X.509 server 0xFFFFFFFF per client certificate, a PSK
+server the serial of the key its lookup found.
+
+Several PSK identities (tlshd-behaviour.md §7.3: "try each in turn while the
+result is EACCES"): a failed TLS handshake cannot be retried on the same TCP
+connection (the peer has already answered or closed it), so only one
+handshake is attempted.  Identities whose key cannot be read are skipped;
+the first readable one is used.  (tlshd collects at most one identity.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+
+from cryptography import x509
+
+from quichsd.daemon import handler, keyring
+from quichsd.daemon.handler import MUTUAL_AUTH_MARKER, JobRefused
+from quichsd.daemon.protocol import Job, Outcome
+from quichsd.ktls.install import install_ktls
+from quichsd.ktls.session import (
+    Installer,
+    TcpCompletion,
+    TcpCredentials,
+    TcpHandshakeResult,
+    run_tcp_handshake,
+)
+from quichsd.tls import AuthMode, Role
+
+#: What hands a finished session to the kernel; tests on kernels without kTLS replace it.
+installer: Installer = install_ktls
+
+
+def psk_client_credentials(job: Job) -> tuple[TcpCredentials, int]:
+    """The PSK a client offers and its serial: the first listed key that can be read."""
+    if not job.peer_identities:
+        raise JobRefused(errno.ENOKEY, "PSK client request without a peer identity")
+    problems: list[str] = []
+    for serial in job.peer_identities:
+        try:
+            identity = keyring.psk_identity(serial)
+            key = keyring.read_key(serial)
+        except keyring.KeyringError as exc:
+            problems.append(f"PSK key {serial:#x}: {exc.strerror}")
+            continue
+        return TcpCredentials(AuthMode.PSK, psk_identity=identity, psk_key=key), serial
+    raise JobRefused(errno.ENOKEY, "; ".join(problems))
+
+
+def tcp_credentials(job: Job, peer_address: str | None) -> tuple[TcpCredentials, list[int]]:
+    """Credentials for the job, and the serial(s) that identify a PSK peer once it succeeds."""
+    if job.auth_mode == AuthMode.PSK and job.role == "client":
+        creds, serial = psk_client_credentials(job)
+        return creds, [serial]
+    shared, used_psk = handler.build_credentials(job, peer_address)
+    return (
+        TcpCredentials(
+            shared.auth,
+            certificates=shared.certificates,
+            psk_lookup=shared.psk_lookup,
+            peer_name=shared.peer_name,
+            verify_peer=shared.verify_peer,
+        ),
+        used_psk,
+    )
+
+
+def remote_identities(job: Job, done: TcpCompletion, used_psk: list[int]) -> tuple[int, ...]:
+    if job.auth_mode == AuthMode.PSK:
+        return tuple(used_psk)
+    if job.role == "server":
+        return tuple(MUTUAL_AUTH_MARKER for _ in done.peer_certificates)
+    if job.auth_mode != AuthMode.X509:
+        return ()
+    serials = []
+    for der in done.peer_certificates:
+        try:
+            serials.append(
+                keyring.add_key(
+                    "asymmetric",
+                    f"TLS x509 {job.peername or ''}",
+                    der,
+                    keyring.KEY_SPEC_USER_KEYRING,
+                )
+            )
+        except keyring.KeyringError:
+            serials.append(0)  # tlshd reports 0 when the kernel cannot hold the key
+    return tuple(serials)
+
+
+def peer_subject(done: TcpCompletion | None) -> str | None:
+    if done is None:
+        return None
+    if done.psk_identity is not None:
+        return "psk:" + done.psk_identity.decode(errors="replace")
+    if not done.peer_certificates:
+        return None
+    try:
+        return x509.load_der_x509_certificate(done.peer_certificates[0]).subject.rfc4514_string()
+    except ValueError:
+        return "<unparsable certificate>"
+
+
+async def run_tcp_job(job: Job, sock: object) -> Outcome:
+    if not isinstance(sock, socket.socket):
+        return Outcome(job.request_id, errno.EIO, reason="a TCP handshake needs a kernel socket")
+    linked = False
+    try:
+        if job.keyring:
+            keyring.link_key(job.keyring)
+            linked = True
+        credentials, used_psk = tcp_credentials(job, _peer_address(sock))
+        role = Role.SERVER if job.role == "server" else Role.CLIENT
+        result: TcpHandshakeResult = await run_tcp_handshake(
+            sock, role, credentials, job.timeout, install=installer
+        )
+    except JobRefused as exc:
+        return Outcome(job.request_id, exc.errno, reason=str(exc))
+    except keyring.KeyringError as exc:
+        return Outcome(job.request_id, errno.ENOKEY, reason=str(exc))
+    finally:
+        if linked:
+            with contextlib.suppress(keyring.KeyringError):
+                keyring.unlink_key(job.keyring or 0)
+    done = result.completion
+    return Outcome(
+        request_id=job.request_id,
+        status=result.status,
+        remote_auth=remote_identities(job, done, used_psk) if result.ok and done else (),
+        reason=result.reason,
+        cipher=done.cipher if done else 0,
+        peer=peer_subject(done),
+        duration=result.duration,
+    )
+
+
+def _peer_address(sock: socket.socket) -> str | None:
+    try:
+        address = sock.getpeername()
+    except OSError:
+        return None
+    return str(address[0]) if isinstance(address, tuple) else None
+
+
+__all__ = [
+    "installer",
+    "peer_subject",
+    "psk_client_credentials",
+    "remote_identities",
+    "run_tcp_job",
+    "tcp_credentials",
+]

@@ -1,0 +1,563 @@
+"""A TLS 1.3 handshake on a TCP socket with GnuTLS, driven from asyncio, then kTLS.
+
+``TcpTlsSession`` is one GnuTLS session on the socket's fd: it sends and
+receives with ``MSG_DONTWAIT`` (the socket's file belongs to a kernel
+consumer, so its O_NONBLOCK flag is not ours to change), and each
+``step()`` returns ``GNUTLS_E_AGAIN`` instead of blocking.  ``run_tcp_handshake``
+waits between steps with ``loop.add_reader``/``add_writer`` as
+``gnutls_record_get_direction()`` says, so one worker runs many handshakes at
+once.  Then the keys go to the kernel (``install.py``).
+
+tlshd's order (ktls-abi.md §3): TCP_NODELAY on for the handshake and restored
+after it whatever happened; on success, no kTLS unless GnuTLS's record state
+can be handed over whole; statuses per ktls-abi.md §7.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from quichsd.ktls.abi import (
+    GNUTLS_TO_KTLS,
+    INSTALLABLE,
+    SOL_TCP,
+    TCP_NODELAY,
+    TLS_1_2_VERSION,
+    TLS_1_3_VERSION,
+    CryptoInfo,
+    CryptoInfoError,
+    crypto_info_from_state,
+    payload_limit,
+)
+from quichsd.ktls.install import (
+    InstallReport,
+    KtlsInstallError,
+    KtlsMaterial,
+    SockoptTarget,
+    install_ktls,
+)
+from quichsd.ktls.priority import PriorityKind, priority_cache, psk_kind
+from quichsd.tls import AuthMode, CertificateCredentials, PskClientCredentials, Role
+from quichsd.tls._gnutls import ffi, lib
+from quichsd.tls.binding import PskLookup, TlsSetupError, check, gnutls_strerror
+from quichsd.tls.failures import ALERT_UNKNOWN_PSK_IDENTITY, classify, verify_status_text
+from quichsd.tls.levels import CIPHER_SUITE_NAMES
+
+log = logging.getLogger(__name__)
+
+_AGAIN = frozenset({lib.GNUTLS_E_AGAIN, lib.GNUTLS_E_INTERRUPTED})
+_VERSIONS = {int(lib.GNUTLS_TLS1_3): TLS_1_3_VERSION, int(lib.GNUTLS_TLS1_2): TLS_1_2_VERSION}
+#: Non-fatal returns other than EAGAIN (warning alerts) tolerated before giving up.
+MAX_NONFATAL = 16
+_MAX_TIMEOUT_MS = 0xFFFFFFFE
+_PEER_GONE = frozenset({errno.ECONNRESET, errno.EPIPE})
+
+
+class TcpSocket(SockoptTarget, Protocol):
+    """What the TCP path needs of a socket (``socket.socket`` has it)."""
+
+    def fileno(self) -> int: ...
+
+    def getsockopt(self, level: int, optname: int, /) -> int: ...
+
+
+@dataclass(frozen=True)
+class TcpCredentials:
+    """How to authenticate a TCP handshake.
+
+    ``certificates``: our chain/key and trust anchors (X.509, and the trust
+    store of an anonymous client); ``psk_identity``/``psk_key``: a client's
+    PSK; ``psk_lookup``: a server's identity → key.
+    """
+
+    auth: AuthMode
+    certificates: CertificateCredentials | None = None
+    psk_identity: bytes | None = None
+    psk_key: bytes | None = field(default=None, repr=False)
+    psk_lookup: PskLookup | None = None
+    peer_name: str | None = None
+    verify_peer: bool = True
+
+
+class _PskServerCredentials:
+    """Server PSK credentials whose callback answers unknown identities with an alert."""
+
+    def __init__(self) -> None:
+        holder = ffi.new("gnutls_psk_server_credentials_t *")
+        check(lib.gnutls_psk_allocate_server_credentials(holder), "allocating PSK credentials")
+        self.ptr = ffi.gc(holder[0], lib.gnutls_psk_free_server_credentials)
+        lib.qd_tcp_set_psk_server_callback(self.ptr)
+
+
+_psk_server: _PskServerCredentials | None = None
+
+
+def _psk_server_credentials() -> _PskServerCredentials:
+    global _psk_server
+    if _psk_server is None:
+        _psk_server = _PskServerCredentials()
+    return _psk_server
+
+
+def _is_ip_literal(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class TcpCompletion:
+    """What a finished GnuTLS handshake negotiated, and the key material for kTLS."""
+
+    version: int
+    cipher: int
+    peer_certificates: tuple[bytes, ...] = field(repr=False)
+    psk_identity: bytes | None
+    material: KtlsMaterial = field(repr=False)
+
+
+class TcpTlsSession:
+    """One GnuTLS session on a TCP socket's fd; ``step()`` never blocks."""
+
+    def __init__(
+        self,
+        fd: int,
+        role: Role,
+        credentials: TcpCredentials,
+        *,
+        timeout: float | None = None,
+        ciphers: tuple[int, ...] | None = None,
+        record_size_limit: int | None = None,
+    ) -> None:
+        self._session: Any = None
+        self.role = role
+        self.credentials = credentials
+        self._keepalive: list[Any] = []
+        server = role is Role.SERVER
+        auth = credentials.auth
+        psk = auth is AuthMode.PSK
+        if server and auth is AuthMode.UNAUTH:
+            raise TlsSetupError("an unauthenticated server handshake is not supported")
+
+        flags = (lib.GNUTLS_SERVER if server else lib.GNUTLS_CLIENT) | lib.GNUTLS_NONBLOCK
+        holder = ffi.new("gnutls_session_t *")
+        check(lib.gnutls_init(holder, flags), "gnutls_init")
+        self._session = session = holder[0]
+        state = self._state = ffi.new("struct qd_tcp *")
+        state.is_server = server
+        lib.qd_tcp_attach(session, state, fd)
+
+        if psk:
+            kind = self._set_psk(server, credentials)
+        else:
+            kind = PriorityKind.X509
+            creds = credentials.certificates
+            if creds is None:
+                raise TlsSetupError("an X.509 or anonymous handshake needs certificate credentials")
+            if server and not creds.has_key:
+                raise TlsSetupError("a server needs a certificate and its private key")
+            self._keepalive.append(creds)
+            check(
+                lib.gnutls_credentials_set(session, lib.GNUTLS_CRD_CERTIFICATE, creds.ptr),
+                "certificate credentials",
+            )
+            if server:
+                # Always asked, never required; a presented one is checked by qd_tcp_verify.
+                lib.gnutls_certificate_server_set_request(session, lib.GNUTLS_CERT_REQUEST)
+                state.verify_mode = lib.QD_TCP_VERIFY_CLIENT
+            else:
+                self._set_client_name(credentials)
+        self.priority_kind = kind
+        cache = priority_cache(kind, ciphers)
+        self._keepalive.append(cache)
+        check(lib.gnutls_priority_set(session, cache), f"setting the {kind.value} priority")
+        if timeout is not None:
+            ms = min(max(1, int(timeout * 1000)), _MAX_TIMEOUT_MS)
+            lib.gnutls_handshake_set_timeout(session, ms)
+        if record_size_limit is not None:
+            # Our receive limit, advertised as RFC 8449 record_size_limit (tests, self-test).
+            rc = lib.gnutls_record_set_max_recv_size(session, record_size_limit)
+            check(rc, f"record size limit {record_size_limit}")
+
+    def _set_psk(self, server: bool, credentials: TcpCredentials) -> PriorityKind:
+        session = self._session
+        if server:
+            lookup = credentials.psk_lookup
+            if lookup is None:
+                raise TlsSetupError("a PSK server needs a key lookup", code=errno.ENOKEY)
+            handle = ffi.new_handle(lookup)
+            self._keepalive.append(handle)
+            self._state.handle = handle
+            creds: Any = _psk_server_credentials()
+            kind = PriorityKind.PSK  # the server does not know the key length yet
+        else:
+            identity, key = credentials.psk_identity, credentials.psk_key
+            if not identity or not key:
+                raise TlsSetupError("a PSK client needs an identity and a key", code=errno.ENOKEY)
+            kind = psk_kind(identity, len(key))
+            creds = PskClientCredentials(identity, key)
+        self._keepalive.append(creds)
+        check(lib.gnutls_credentials_set(session, lib.GNUTLS_CRD_PSK, creds.ptr), "PSK credentials")
+        return kind
+
+    def _set_client_name(self, credentials: TcpCredentials) -> None:
+        session = self._session
+        name = credentials.peer_name
+        # SNI carries host names only (RFC 6066 §3); an address is still verified (IP SAN).
+        if name and not _is_ip_literal(name):
+            encoded = name.encode()
+            check(
+                lib.gnutls_server_name_set(session, lib.GNUTLS_NAME_DNS, encoded, len(encoded)),
+                "setting SNI",
+            )
+        if credentials.auth is AuthMode.X509 or credentials.verify_peer:
+            # Chain and name, checked by qd_tcp_verify (which can still send an alert).
+            # The C side keeps the pointer: the string lives as long as the session.
+            host = ffi.new("char[]", name.encode()) if name else ffi.NULL
+            self._keepalive.append(host)
+            self._state.verify_host = host
+            self._state.verify_mode = lib.QD_TCP_VERIFY_SERVER
+
+    # -- driving -------------------------------------------------------------------
+
+    def step(self) -> int:
+        """One ``gnutls_handshake()``: 0 done, GNUTLS_E_AGAIN to wait, else an error."""
+        if self._session is None:
+            raise RuntimeError("the TCP TLS session is closed")
+        return int(lib.gnutls_handshake(self._session))
+
+    def wants_write(self) -> bool:
+        """After GNUTLS_E_AGAIN: whether GnuTLS waits to write (else to read)."""
+        return bool(lib.gnutls_record_get_direction(self._session) == 1)
+
+    @property
+    def sent_alert(self) -> int | None:
+        sent = int(self._state.sent_alert)
+        return None if sent < 0 else sent
+
+    def received_alert(self, rc: int) -> int | None:
+        if rc in (lib.GNUTLS_E_FATAL_ALERT_RECEIVED, lib.GNUTLS_E_WARNING_ALERT_RECEIVED):
+            return int(lib.gnutls_alert_get(self._session))
+        return None
+
+    def failure(self, rc: int) -> tuple[int, str]:
+        """(DONE status, reason) for a fatal ``gnutls_handshake()`` return."""
+        state, session = self._state, self._session
+        if state.psk_error:
+            return errno.EIO, "looking up the client's PSK identity failed"
+        if state.psk_unknown:
+            return errno.EKEYREJECTED, "the client's PSK identity is unknown here"
+        if rc == lib.GNUTLS_E_PREMATURE_TERMINATION:
+            return errno.ETIMEDOUT, "the peer closed the connection during the handshake"
+        if rc == lib.GNUTLS_E_TIMEDOUT:
+            return errno.ETIMEDOUT, "no handshake within the deadline"
+        alert = self.received_alert(rc)
+        if alert is not None:
+            name = _alert_name(alert)
+            code = errno.EKEYREJECTED if alert == ALERT_UNKNOWN_PSK_IDENTITY else errno.EACCES
+            return code, f"the peer sent TLS alert {name} ({alert})"
+        if rc in (lib.GNUTLS_E_PUSH_ERROR, lib.GNUTLS_E_PULL_ERROR):
+            cause = int(state.last_errno)
+            what = errno.errorcode.get(cause, str(cause))
+            if cause in _PEER_GONE:
+                # Like a close without close_notify: the consumer may retry.
+                return errno.ETIMEDOUT, f"the peer reset the connection ({what})"
+            return errno.EACCES, f"socket error during the handshake ({what})"
+        if state.verify_failed:
+            status = int(state.verify_status)
+            why = (
+                verify_status_text(session, status)
+                if status
+                else gnutls_strerror(int(state.verify_rc))
+            )
+            whose = "client" if self.role is Role.SERVER else "server"
+            return errno.EACCES, f"{whose} certificate rejected: {why}"
+        return classify(rc, session, psk_unknown=False)
+
+    def completion(self) -> TcpCompletion:
+        """After ``step()`` returned 0: what was negotiated and the kTLS material.
+
+        Raises ``KtlsInstallError`` (EIO) when the session cannot be handed to
+        the kernel: an unsupported version or cipher, or application data
+        GnuTLS already decrypted (kTLS would never deliver it).
+        """
+        session, state = self._session, self._state
+        gnutls_version = int(lib.gnutls_protocol_get_version(session))
+        version = _VERSIONS.get(gnutls_version)
+        if version is None:
+            raise KtlsInstallError(
+                "version", errno.EPROTO, f"protocol {gnutls_version} has no kTLS layout"
+            )
+        cipher = GNUTLS_TO_KTLS.get(int(lib.gnutls_cipher_get(session)))
+        if cipher is None or cipher not in INSTALLABLE:
+            name = ffi.string(lib.gnutls_cipher_get_name(lib.gnutls_cipher_get(session))).decode()
+            raise KtlsInstallError("cipher", errno.EINVAL, f"{name} cannot be installed in kTLS")
+        pending = pending_application_data(session)
+        if pending:
+            raise KtlsInstallError(
+                "leftovers",
+                errno.EPROTO,
+                f"GnuTLS already holds {pending} bytes of application data that kTLS would lose",
+            )
+        tx = self._direction(version, cipher, read=False)
+        rx = self._direction(version, cipher, read=True)
+        limit = int(state.peer_record_limit) or None
+        material = KtlsMaterial(
+            version=version,
+            cipher=int(cipher),
+            tx=tx,
+            rx=rx,
+            payload_limit=payload_limit(version, limit),
+            peer_record_limit=limit,
+        )
+        peers: tuple[bytes, ...] = ()
+        count = ffi.new("unsigned int *")
+        chain = lib.gnutls_certificate_get_peers(session, count)
+        if chain != ffi.NULL:
+            peers = tuple(ffi.buffer(chain[i].data, chain[i].size)[:] for i in range(count[0]))
+        identity: bytes | None = None
+        if self.credentials.auth is AuthMode.PSK:
+            if self.role is Role.SERVER:
+                name = ffi.new("gnutls_datum_t *")
+                if lib.gnutls_psk_server_get_username2(session, name) == 0:
+                    identity = ffi.buffer(name.data, name.size)[:]
+            else:
+                identity = self.credentials.psk_identity
+        return TcpCompletion(version, int(cipher), peers, identity, material)
+
+    def _direction(self, version: int, cipher: int, *, read: bool) -> CryptoInfo:
+        iv = ffi.new("unsigned char[32]")
+        key = ffi.new("unsigned char[32]")
+        seq = ffi.new("unsigned char[8]")
+        iv_len = ffi.new("unsigned *")
+        key_len = ffi.new("unsigned *")
+        rc = lib.qd_tcp_record_state(self._session, int(read), iv, iv_len, key, key_len, seq)
+        direction = "RX" if read else "TX"
+        if rc < 0:
+            raise KtlsInstallError(
+                f"{direction} record state",
+                errno.EIO,
+                f"{direction} record state: {gnutls_strerror(rc)}",
+            )
+        try:
+            return crypto_info_from_state(
+                version,
+                cipher,
+                ffi.buffer(iv, iv_len[0])[:],
+                ffi.buffer(key, key_len[0])[:],
+                ffi.buffer(seq, 8)[:],
+            )
+        except CryptoInfoError as exc:
+            raise KtlsInstallError(
+                f"{direction} crypto_info", errno.EINVAL, f"{direction} crypto_info: {exc}"
+            ) from None
+        finally:
+            ffi.memmove(key, b"\0" * 32, 32)
+
+    def close(self) -> None:
+        session = self._session
+        if session is not None:
+            self._session = None
+            lib.gnutls_deinit(session)
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def pending_application_data(session: Any) -> int:
+    """Bytes of application data GnuTLS decrypted and still holds (kTLS cannot have them)."""
+    return int(lib.gnutls_record_check_pending(session))
+
+
+def _alert_name(alert: int) -> str:
+    name = lib.gnutls_alert_get_name(alert)
+    return ffi.string(name).decode() if name != ffi.NULL else f"alert {alert}"
+
+
+# -- the asyncio shell -------------------------------------------------------------------
+
+
+@dataclass
+class TcpHandshakeResult:
+    """How one TCP handshake ended; ``status`` is what DONE carries (0 or a positive errno)."""
+
+    role: Role
+    status: int
+    reason: str = ""
+    completion: TcpCompletion | None = None
+    installed: InstallReport | None = None
+    alert_received: int | None = None
+    alert_sent: int | None = None
+    duration: float = 0.0
+    #: Why handing the session to the kernel failed (status EIO), if it did.
+    ktls_error: KtlsInstallError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+    @property
+    def cipher(self) -> int:
+        return self.completion.cipher if self.completion else 0
+
+    @property
+    def material(self) -> KtlsMaterial | None:
+        return self.completion.material if self.completion else None
+
+    def summary(self) -> str:
+        done = self.completion
+        if not self.ok:
+            return f"{self.reason} (errno {self.status})"
+        assert done is not None
+        suite = CIPHER_SUITE_NAMES.get(done.cipher, str(done.cipher))
+        where = "kTLS installed" if self.installed else "kTLS not installed"
+        return f"TLS 1.3 {suite} over TCP, {where}, {self.duration * 1000:.1f} ms"
+
+
+Installer = Callable[[SockoptTarget, KtlsMaterial], InstallReport]
+
+
+def _get_nodelay(sock: TcpSocket) -> int:
+    try:
+        return int(sock.getsockopt(SOL_TCP, TCP_NODELAY))
+    except OSError:
+        return 0  # tlshd: assume off
+
+
+def _set_nodelay(sock: TcpSocket, value: int) -> None:
+    try:
+        sock.setsockopt(SOL_TCP, TCP_NODELAY, value)
+    except OSError as exc:
+        log.debug("TCP_NODELAY=%d: %s", value, exc)
+
+
+async def _wait(loop: asyncio.AbstractEventLoop, fd: int, write: bool, timeout: float) -> bool:
+    """Until ``fd`` is readable (writable); False when ``timeout`` passes first."""
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    add, remove = (
+        (loop.add_writer, loop.remove_writer)
+        if write
+        else (
+            loop.add_reader,
+            loop.remove_reader,
+        )
+    )
+    add(fd, wake)
+    try:
+        await asyncio.wait_for(ready, timeout)
+    except TimeoutError:
+        return False
+    finally:
+        remove(fd)
+    return True
+
+
+async def _drive(session: TcpTlsSession, fd: int, deadline: float) -> int | None:
+    """Runs the handshake: 0, a fatal GnuTLS code, or None when the deadline passed."""
+    loop = asyncio.get_running_loop()
+    nonfatal = 0
+    while True:
+        rc = session.step()
+        if rc == 0:
+            return 0
+        if rc in _AGAIN:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not await _wait(loop, fd, session.wants_write(), remaining):
+                return None
+            continue
+        if not lib.gnutls_error_is_fatal(rc) and nonfatal < MAX_NONFATAL:
+            nonfatal += 1
+            alert = session.received_alert(rc)
+            log.debug("TCP handshake: %s (alert %s), continuing", gnutls_strerror(rc), alert)
+            continue
+        return rc
+
+
+async def run_tcp_handshake(
+    sock: TcpSocket,
+    role: Role,
+    credentials: TcpCredentials,
+    timeout: float,
+    *,
+    install: Installer | None = install_ktls,
+    ciphers: tuple[int, ...] | None = None,
+    record_size_limit: int | None = None,
+) -> TcpHandshakeResult:
+    """The TLS handshake on a connected TCP socket, then kTLS on it (unless ``install`` is None).
+
+    ``ciphers`` narrows the kTLS ciphers offered (kTLS numbers 51..54) and
+    ``record_size_limit`` advertises a receive limit (RFC 8449): both for tests
+    and the self-test; the defaults are the system's ciphers and no limit.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    result = TcpHandshakeResult(role, errno.EIO)
+    saved_nodelay = _get_nodelay(sock)
+    _set_nodelay(sock, 1)
+    session: TcpTlsSession | None = None
+    try:
+        session = TcpTlsSession(
+            sock.fileno(),
+            role,
+            credentials,
+            timeout=timeout,
+            ciphers=ciphers,
+            record_size_limit=record_size_limit,
+        )
+        rc = await _drive(session, sock.fileno(), deadline)
+        result.alert_sent = session.sent_alert
+        if rc is None:
+            result.status, result.reason = errno.ETIMEDOUT, f"no handshake within {timeout:g} s"
+        elif rc < 0:
+            result.alert_received = session.received_alert(rc)
+            result.status, result.reason = session.failure(rc)
+        else:
+            result.completion = session.completion()
+            result.status = 0
+    except KtlsInstallError as exc:
+        result.ktls_error = exc
+        result.status, result.reason = errno.EIO, f"kTLS: {exc.strerror}"
+    except TlsSetupError as exc:
+        result.status = exc.errno or errno.EIO
+        result.reason = f"setting up: {exc.strerror}"
+    finally:
+        if session is not None:
+            session.close()
+        _set_nodelay(sock, saved_nodelay)
+    if result.ok and install is not None:
+        assert result.completion is not None
+        try:
+            result.installed = install(sock, result.completion.material)
+        except KtlsInstallError as exc:
+            result.ktls_error = exc
+            result.status, result.reason = errno.EIO, f"kTLS: {exc.strerror}"
+    result.duration = time.monotonic() - started
+    if not result.ok:
+        result.reason = f"{role.value} TCP handshake: {result.reason}"
+    return result
+
+
+__all__ = [
+    "MAX_NONFATAL",
+    "Installer",
+    "TcpCompletion",
+    "TcpCredentials",
+    "TcpHandshakeResult",
+    "TcpSocket",
+    "TcpTlsSession",
+    "run_tcp_handshake",
+]

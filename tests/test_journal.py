@@ -1,0 +1,239 @@
+"""journald: one structured record per handshake, the handler's fields, the native protocol,
+the destinations chosen, and no key material in anything the daemon logs.
+
+Without journald (this machine has none) libsystemd drops what it is sent, so the daemon
+test reads the records from QUICHSD_JOURNAL_SINK: the same fields, one JSON object a line.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import json
+import logging
+import os
+import socket
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ops_support import psk_pair, statuses, write_pki, x509_config, x509_pair
+
+from quichsd.daemon import journal
+from quichsd.daemon.journal import (
+    HandshakeRecord,
+    JournalHandler,
+    NativeJournal,
+    configure,
+    log_handshake,
+)
+from quichsd.model import ModelQuicListener
+from quichsd.model.rig import DaemonRig
+
+SUCCESS = HandshakeRecord(
+    request_id=7,
+    transport="quic",
+    role="client",
+    auth_mode=3,
+    peername="server.test",
+    status=0,
+    reason="",
+    duration=0.0123,
+    cipher=51,
+    alpn="echo",
+    peer="CN=server.test",
+    resumed=True,
+)
+FAILURE = HandshakeRecord(
+    request_id=8,
+    transport="quic",
+    role="server",
+    auth_mode=2,
+    peername=None,
+    status=errno.ETIMEDOUT,
+    reason="handshake timed out",
+    duration=30.0,
+)
+
+
+def test_success_fields() -> None:
+    fields = SUCCESS.fields()
+    assert fields == {
+        "MESSAGE_ID": journal.MESSAGE_ID_SUCCEEDED,
+        "QUICHSD_REQUEST": "7",
+        "QUICHSD_TRANSPORT": "quic",
+        "QUICHSD_ROLE": "client",
+        "QUICHSD_AUTH": "x509",
+        "QUICHSD_PEERNAME": "server.test",
+        "QUICHSD_PEER": "CN=server.test",
+        "QUICHSD_ALPN": "echo",
+        "QUICHSD_CIPHER": "TLS_AES_128_GCM_SHA256",
+        "QUICHSD_RESUMED": "1",
+        "QUICHSD_STATUS": "0",
+        "QUICHSD_DURATION_MS": "12.300",
+    }
+    assert SUCCESS.level == logging.INFO
+    assert SUCCESS.message().startswith(
+        "request 7: quic client handshake with server.test succeeded"
+    )
+
+
+def test_failure_fields() -> None:
+    fields = FAILURE.fields()
+    assert fields["MESSAGE_ID"] == journal.MESSAGE_ID_FAILED
+    assert fields["QUICHSD_STATUS"] == str(errno.ETIMEDOUT)
+    assert fields["QUICHSD_ERRNO"] == "ETIMEDOUT"
+    assert fields["QUICHSD_REASON"] == "handshake timed out"
+    assert fields["QUICHSD_AUTH"] == "psk"
+    assert "QUICHSD_PEERNAME" not in fields and "QUICHSD_CIPHER" not in fields
+    assert FAILURE.level == logging.WARNING
+    assert "(status 110, ETIMEDOUT)" in FAILURE.message()
+
+
+def test_handler_adds_priority_identity_and_the_record_fields() -> None:
+    sent: list[dict[str, str]] = []
+    logger = logging.getLogger("quichsd.test-journal")
+    logger.propagate = False
+    handler = JournalHandler(sent.append)
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        log_handshake(logger, SUCCESS)
+        log_handshake(logger, FAILURE)
+        logger.error("plain %s", "error")
+        logger.debug("detail")
+    finally:
+        logger.removeHandler(handler)
+    assert [f["PRIORITY"] for f in sent] == ["6", "4", "3", "7"]
+    assert all(f["SYSLOG_IDENTIFIER"] == "quichsd" and f["SYSLOG_FACILITY"] == "4" for f in sent)
+    assert sent[0]["MESSAGE"] == SUCCESS.message()
+    assert sent[0]["QUICHSD_REQUEST"] == "7" and sent[1]["QUICHSD_ERRNO"] == "ETIMEDOUT"
+    assert sent[2]["MESSAGE"] == "plain error" and "QUICHSD_REQUEST" not in sent[2]
+    assert sent[0]["CODE_FUNC"] == "log_handshake"
+
+
+def test_native_protocol(tmp_path: Path) -> None:
+    """KEY=value lines; a value with a newline in the length-prefixed form."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(str(tmp_path / "journal.sock"))
+    server.settimeout(5)
+    client = NativeJournal(tmp_path / "journal.sock")
+    try:
+        client({"MESSAGE": "two\nlines", "PRIORITY": "6", "QUICHSD_ROLE": "client"})
+        data = server.recv(65536)
+    finally:
+        client.close()
+        server.close()
+    value = b"two\nlines"
+    assert data == (
+        b"MESSAGE\n" + struct.pack("<Q", len(value)) + value + b"\n"
+        b"PRIORITY=6\nQUICHSD_ROLE=client\n"
+    )
+
+
+def test_forked_child_does_not_use_the_parents_sender(tmp_path: Path) -> None:
+    parent_sent: list[dict[str, str]] = []
+    child_file = tmp_path / "child.jsonl"
+    handler = JournalHandler(
+        parent_sent.append, child_send=lambda: journal.JsonLinesSink(child_file)
+    )
+    record = logging.LogRecord("quichsd", logging.INFO, __file__, 1, "from the child", None, None)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            handler.emit(record)
+            code = 0 if not parent_sent else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert parent_sent == []
+    assert json.loads(child_file.read_text())["MESSAGE"] == "from the child"
+
+
+@pytest.fixture
+def restore_quichsd_logger() -> Iterator[None]:
+    logger = logging.getLogger("quichsd")
+    handlers, level = list(logger.handlers), logger.level
+    yield None
+    for handler in list(logger.handlers):
+        if handler not in handlers:
+            logger.removeHandler(handler)
+            handler.close()
+    logger.setLevel(level)
+
+
+def test_destinations(restore_quichsd_logger: None, tmp_path: Path) -> None:
+    sink = str(tmp_path / "sink.jsonl")
+    assert configure(logging.INFO, True, {journal.SINK_ENV: sink}) == ["journal", "stderr"]
+    assert configure(logging.INFO, False, {journal.SINK_ENV: sink}) == ["journal"]
+    assert configure(logging.INFO, False, {"JOURNAL_STREAM": "8:1234"}) == ["journal"]
+    expected = ["syslog"] if journal.SYSLOG_SOCKET.exists() else ["stderr"]
+    if not journal.JOURNAL_SOCKET.exists():
+        assert configure(logging.INFO, False, {}) == expected
+    # Earlier handlers of ours are replaced, not stacked.
+    ours = [h for h in logging.getLogger("quichsd").handlers if getattr(h, "_quichsd_handler", 0)]
+    assert len(ours) == len(configure(logging.DEBUG, True, {}))
+
+
+def _secret_forms(secret: bytes) -> list[bytes]:
+    return [
+        secret,
+        secret.hex().encode(),
+        secret.hex().upper().encode(),
+        base64.b64encode(secret),
+        base64.b64encode(secret).rstrip(b"="),
+    ]
+
+
+def test_daemon_records_one_per_handshake_and_no_key_material(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pki = write_pki(tmp_path)
+    sink = tmp_path / "journal.jsonl"
+    monkeypatch.setenv(journal.SINK_ENV, str(sink))
+    psk = os.urandom(32)
+    with DaemonRig(x509_config(pki)) as rig, ModelQuicListener(alpn=["echo"]) as quic:
+        pairs = [x509_pair(rig, quic), psk_pair(rig, quic, psk)]
+        assert statuses(*pairs[0], *pairs[1]) == [0, 0, 0, 0], rig.log()
+        failed = rig.client_request(quic.address, "psk")  # no identity: refused, ENOKEY
+        assert statuses(failed) == [errno.ENOKEY]
+        rig.check_invariants()
+        assert rig.stop() == 0
+        stderr_log = rig.log().encode()
+    raw = sink.read_bytes()
+    records = [json.loads(line) for line in raw.splitlines()]
+    handshakes = [r for r in records if "QUICHSD_REQUEST" in r]
+    assert sorted(int(r["QUICHSD_REQUEST"]) for r in handshakes) == [1, 2, 3, 4, 5]
+    by_key = {(r["QUICHSD_AUTH"], r["QUICHSD_ROLE"], r["QUICHSD_STATUS"]): r for r in handshakes}
+    assert set(by_key) == {
+        ("x509", "client", "0"),
+        ("x509", "server", "0"),
+        ("psk", "client", "0"),
+        ("psk", "server", "0"),
+        ("psk", "client", str(errno.ENOKEY)),
+    }
+    x509_client = by_key[("x509", "client", "0")]
+    assert x509_client["QUICHSD_TRANSPORT"] == "quic"
+    assert x509_client["QUICHSD_PEERNAME"] == "server.test"
+    assert x509_client["QUICHSD_PEER"] == "CN=server.test"
+    assert x509_client["QUICHSD_ALPN"] == "echo"
+    assert x509_client["QUICHSD_CIPHER"].startswith("TLS_")
+    assert x509_client["PRIORITY"] == "6"
+    assert float(x509_client["QUICHSD_DURATION_MS"]) > 0
+    assert by_key[("psk", "server", "0")]["QUICHSD_PEER"].startswith("psk:quichsd-ops-")
+    refused = by_key[("psk", "client", str(errno.ENOKEY))]
+    assert (refused["QUICHSD_ERRNO"], refused["PRIORITY"]) == ("ENOKEY", "4")
+    # Key material: the PSK, the server's private key (PEM body, DER, the scalar).
+    key = pki.server.key
+    private_der = pki.server.key_pem.split(b"-----")[2].replace(b"\n", b"")
+    forms = [*_secret_forms(psk), private_der, *_secret_forms(base64.b64decode(private_der))]
+    private_value = getattr(key, "private_numbers", None)
+    if private_value is not None:
+        scalar = private_value().private_value.to_bytes(32, "big")
+        forms += _secret_forms(scalar)
+    for form in forms:
+        assert form not in raw, "key material in a journal record"
+        assert form not in stderr_log, "key material on stderr"

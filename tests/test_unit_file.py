@@ -1,0 +1,306 @@
+"""systemd/quichsd.service: its directives, systemd's own verdicts, and the daemon in its sandbox.
+
+* The unit says what the daemon needs (Type=notify, reload, restart, tlshd's
+  ordering) and the sandbox settings chosen in quichsd(8).
+* ``systemd-analyze verify`` accepts it and ``systemd-analyze security
+  --offline=true`` rates it at most ``MAX_EXPOSURE`` (skipped, with the
+  reason, where systemd-analyze is missing).
+* The daemon does real handshakes inside an approximation of that sandbox,
+  built without systemd (``tests/unit_sandbox.py``): the capability bounding
+  set reduced to CAP_NET_ADMIN, no new privileges, the unit's system-call
+  allow-list (expanded by ``systemd-analyze syscall-filter``) with EPERM for
+  the rest, socket(2) limited to AF_UNIX and AF_NETLINK, and no
+  writable+executable memory (PR_SET_MDWE).
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import quichsd.model.rig as rig_module
+from quichsd.install import render_unit
+from quichsd.model import ModelQuicListener
+from quichsd.model.rig import DaemonRig, config_text
+from quichsd.tls.selfsigned import issue, make_ca
+
+REPO = Path(__file__).resolve().parents[1]
+UNIT = REPO / "systemd" / "quichsd.service"
+#: systemd-analyze security's exposure for the unit (0 best, 10 worst); "OK" is below 5.
+MAX_EXPOSURE = 2.0
+GOOD_BADGES = ("PERFECT", "SAFE", "OK")
+AF_UNIX, AF_NETLINK = 1, 16
+CAP_NET_ADMIN = 1 << 12
+WAIT = 15.0
+
+
+def parse_unit(text: str) -> dict[str, dict[str, list[str]]]:
+    """section → key → values (a key may repeat, as SystemCallFilter= does)."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        assert current is not None, f"key outside a section: {line}"
+        key, _, value = line.partition("=")
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+@pytest.fixture(scope="module")
+def unit() -> dict[str, dict[str, list[str]]]:
+    return parse_unit(UNIT.read_text())
+
+
+def one(section: dict[str, list[str]], key: str) -> str:
+    values = section.get(key)
+    assert values is not None, f"{key}= missing"
+    assert len(values) == 1, f"{key}= set {len(values)} times"
+    return values[0]
+
+
+def test_service_lifecycle_directives(unit: dict[str, dict[str, list[str]]]) -> None:
+    service = unit["Service"]
+    assert one(service, "Type") == "notify"
+    assert one(service, "NotifyAccess") == "main"
+    assert one(service, "ExecStart").split()[1:] == ["serve"]
+    assert one(service, "ExecReload") == "/bin/kill -HUP $MAINPID"
+    assert one(service, "Restart") == "on-failure"
+    assert re.fullmatch(r"\d+s", one(service, "WatchdogSec"))
+    assert "SSLKEYLOGFILE" in one(service, "UnsetEnvironment")
+
+
+def test_ordering_is_tlshds(unit: dict[str, dict[str, list[str]]]) -> None:
+    assert one(unit["Unit"], "DefaultDependencies") == "no"
+    assert one(unit["Unit"], "Before") == "remote-fs-pre.target"
+    assert one(unit["Unit"], "Conflicts") == "tlshd.service"
+    assert one(unit["Install"], "WantedBy") == "remote-fs.target"
+    assert "man:quichsd(8)" in one(unit["Unit"], "Documentation")
+
+
+def test_sandbox_directives(unit: dict[str, dict[str, list[str]]]) -> None:
+    service = unit["Service"]
+    assert one(service, "CapabilityBoundingSet") == "CAP_NET_ADMIN"
+    assert one(service, "AmbientCapabilities") == ""
+    assert one(service, "KeyringMode") == "private"
+    assert set(one(service, "RestrictAddressFamilies").split()) == {"AF_NETLINK", "AF_UNIX"}
+    assert one(service, "RuntimeDirectory") == "quichsd"
+    assert one(service, "RuntimeDirectoryMode") == "0700"
+    assert one(service, "ProtectSystem") == "strict"
+    assert service["SystemCallFilter"] == ["@system-service", "~@privileged @resources"]
+    for key in (
+        "NoNewPrivileges",
+        "ProtectHome",
+        "PrivateTmp",
+        "PrivateDevices",
+        "ProtectKernelTunables",
+        "ProtectKernelModules",
+        "ProtectKernelLogs",
+        "ProtectControlGroups",
+        "ProtectClock",
+        "ProtectHostname",
+        "RestrictNamespaces",
+        "LockPersonality",
+        "MemoryDenyWriteExecute",
+        "RestrictRealtime",
+        "RestrictSUIDSGID",
+    ):
+        assert one(service, key) == "yes", key
+    assert one(service, "SystemCallArchitectures") == "native"
+    # The namespaces the handshake family and the keyrings live in stay the host's.
+    for key in ("PrivateNetwork", "PrivateUsers", "ProcSubset", "DynamicUser"):
+        assert key not in service, f"{key}= would break the daemon (see quichsd(8))"
+
+
+# -- systemd-analyze ----------------------------------------------------------------------------
+
+
+def _systemd_analyze() -> str:
+    path = shutil.which("systemd-analyze")
+    if path is None:
+        pytest.skip("systemd-analyze is not installed (Debian: apt-get install systemd)")
+    return path
+
+
+@pytest.fixture
+def staged_unit(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """The unit with ExecStart= on this checkout's quichsd, and MANPATH with our pages."""
+    executable = Path(sys.executable).with_name("quichsd")
+    if not executable.exists():
+        pytest.skip("the quichsd console script is not installed in this environment")
+    unit = tmp_path / "quichsd.service"
+    unit.write_text(render_unit(UNIT.read_text(), str(executable)))
+    for page, section in (("quichsd.8", "man8"), ("quichsd.conf.5", "man5")):
+        (tmp_path / "man" / section).mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / "docs" / "man" / page, tmp_path / "man" / section / page)
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "MANPATH": str(tmp_path / "man")}
+    return unit, env
+
+
+def test_systemd_analyze_verify(staged_unit: tuple[Path, dict[str, str]]) -> None:
+    analyze = _systemd_analyze()
+    unit, env = staged_unit
+    if shutil.which("man") is None:
+        pytest.skip("no man(1): verify would fail on Documentation=")
+    result = subprocess.run(
+        [analyze, "verify", str(unit)], capture_output=True, text=True, env=env, timeout=60
+    )
+    complaints = [line for line in result.stderr.splitlines() if "quichsd" in line]
+    assert result.returncode == 0 and not complaints, result.stderr
+
+
+def test_systemd_analyze_security_score(staged_unit: tuple[Path, dict[str, str]]) -> None:
+    analyze = _systemd_analyze()
+    unit, env = staged_unit
+    result = subprocess.run(
+        [analyze, "security", "--offline=true", "--no-pager", str(unit)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    if "--offline" in result.stderr and "unrecognized" in result.stderr:
+        pytest.skip("this systemd-analyze has no --offline (systemd < 250)")
+    match = re.search(r"Overall exposure level for \S+: ([\d.]+) (\w+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    exposure, badge = float(match.group(1)), match.group(2)
+    assert badge in GOOD_BADGES, result.stdout
+    assert exposure <= MAX_EXPOSURE, result.stdout
+
+
+# -- the daemon in the sandbox ------------------------------------------------------------------
+
+
+def _syscall_groups(analyze: str) -> dict[str, list[str]]:
+    out = subprocess.run(
+        [analyze, "syscall-filter", "--no-pager"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    groups: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in out.splitlines():
+        entry = line.strip()
+        if line.startswith("@"):
+            current = groups.setdefault(entry, [])
+        elif current is not None and entry and not entry.startswith("#"):
+            current.append(entry)
+    return groups
+
+
+def _expand(groups: dict[str, list[str]], name: str) -> set[str]:
+    if not name.startswith("@"):
+        return {name}
+    return set().union(*(_expand(groups, item) for item in groups[name]))
+
+
+def unit_syscalls(analyze: str, filters: list[str]) -> set[str]:
+    """The allow-list that SystemCallFilter= lines describe (allow first, then ~removals)."""
+    groups = _syscall_groups(analyze)
+    allowed: set[str] = set()
+    for line in filters:
+        if line.startswith("~"):
+            for name in line[1:].split():
+                allowed -= _expand(groups, name)
+        else:
+            for name in line.split():
+                allowed |= _expand(groups, name)
+    return allowed
+
+
+@pytest.fixture
+def sandboxed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, unit: dict[str, dict[str, list[str]]]
+) -> Iterator[None]:
+    """Makes DaemonRig start ``quichsd serve`` inside the unit's sandbox (approximated)."""
+    analyze = _systemd_analyze()
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    if ctypes.util.find_library("seccomp") is None:
+        pytest.skip("libseccomp is not installed")
+    allow = tmp_path / "syscalls"
+    allow.write_text("\n".join(sorted(unit_syscalls(analyze, unit["Service"]["SystemCallFilter"]))))
+    production = rig_module._daemon_command
+
+    def command(config: Path, family_address: str) -> list[str]:
+        return [
+            setpriv,
+            "--bounding-set=-all,+net_admin",
+            "--inh-caps=-all",
+            "--no-new-privs",
+            "--",
+            sys.executable,
+            str(Path(__file__).with_name("unit_sandbox.py")),
+            "--allow",
+            str(allow),
+            "--families",
+            f"{AF_UNIX},{AF_NETLINK}",
+            "--mdwe",
+            "--",
+            *production(config, family_address),
+        ]
+
+    monkeypatch.setattr(rig_module, "_daemon_command", command)
+    yield
+
+
+def _proc_status(pid: int) -> dict[str, str]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return fields
+
+
+def test_daemon_handshakes_inside_the_unit_sandbox(sandboxed: None, tmp_path: Path) -> None:
+    """X.509 and PSK, both roles, with the status socket on: all inside the sandbox."""
+    ca = make_ca("quichsd sandbox CA")
+    leaf = issue(ca, ("server.test",))
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
+    (tmp_path / "chain.pem").write_bytes(leaf.cert_pem + ca.cert_pem)
+    (tmp_path / "key.pem").write_bytes(leaf.key_pem)
+    status_socket = tmp_path / "run" / "status.sock"
+    config = config_text(
+        client={"x509.truststore": tmp_path / "ca.pem"},
+        server={
+            "x509.certificate": tmp_path / "chain.pem",
+            "x509.private_key": tmp_path / "key.pem",
+        },
+        extra=f"status_socket={status_socket}\n",
+    )
+    with DaemonRig(config) as rig:
+        status = _proc_status(rig.pid)
+        assert int(status["CapBnd"], 16) == CAP_NET_ADMIN
+        assert int(status["CapEff"], 16) == CAP_NET_ADMIN
+        assert status["NoNewPrivs"] == "1"
+        assert status["Seccomp"] == "2"  # a filter is installed
+        serial = rig.add_psk(f"sandbox-{secrets.token_hex(4)}", secrets.token_bytes(32))
+        with ModelQuicListener(alpn=["echo"]) as listener:
+            x509_client = rig.client_request(listener.address, "x509", peername="server.test")
+            x509_server = rig.server_request(listener, "x509")
+            psk_client = rig.client_request(listener.address, "psk", peer_identities=[serial])
+            psk_server = rig.server_request(listener, "psk")
+            statuses = [
+                r.handle.wait(WAIT).status
+                for r in (x509_client, x509_server, psk_client, psk_server)
+            ]
+        assert statuses == [0, 0, 0, 0], rig.log()
+        assert status_socket.exists(), rig.log()
+        rig.check_invariants()
+        assert rig.stop() == 0
+        assert "Traceback" not in rig.log()
