@@ -34,6 +34,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             stderr=args.stderr,
             model_family=args.model_family,
             model_quic=args.model_quic,
+            fork_per_request=args.fork_per_request,
         )
     )
 
@@ -129,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("-v", "--version", action="store_true", help="print the version")
     serve.add_argument("--model-family", metavar="ADDRESS", help=argparse.SUPPRESS)
     serve.add_argument("--model-quic", action="store_true", help=argparse.SUPPRESS)
+    # tlshd's process model, for bench/daemon.py's comparison only.
+    serve.add_argument("--fork-per-request", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(func=_cmd_serve)
 
     check = sub.add_parser(

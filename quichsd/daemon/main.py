@@ -42,6 +42,8 @@ class ServeOptions:
     model_family: str | None = None
     #: Test and demo wiring: fds from the family are the QUIC model's exported sockets.
     model_quic: bool = False
+    #: tlshd's process model (a process per request), for bench/daemon.py's comparison.
+    fork_per_request: bool = False
 
 
 def setup_logging(config: DaemonConfig, to_stderr: bool) -> None:
@@ -89,6 +91,7 @@ def serve(options: ServeOptions) -> int:
             workers=default_workers(config),
             report_remote_auth=capabilities.remote_peerids,
             transport_probe=_transport_probe(options),
+            fork_per_request=options.fork_per_request,
         )
         asyncio.run(_run(service, options))
     log.info("shutting down")

@@ -10,6 +10,7 @@ import contextlib
 import enum
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -79,6 +80,9 @@ class RequestHandle:
         self.state = State.PENDING
         self.accepted_by: int | None = None
         self.completion: Completion | None = None
+        #: monotonic clock at submission (READY) and at completion (DONE), for latency figures
+        self.submitted_at = time.monotonic()
+        self.finished_at: float | None = None
         self._finished = threading.Event()
 
     def wait(self, timeout: float) -> Completion:
@@ -104,6 +108,7 @@ class RequestHandle:
     def _finish(self, state: State, completion: Completion | None) -> None:
         self.state = state
         self.completion = completion
+        self.finished_at = time.monotonic()
         self._close_fd()
         self._finished.set()
 

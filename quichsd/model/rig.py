@@ -230,8 +230,10 @@ class DaemonRig:
         pending_max: int = 50,
         supports_remote_auth: bool = True,
         wait: float = DEFAULT_WAIT,
+        daemon_args: Sequence[str] = (),
     ) -> None:
         self.wait = wait
+        self.daemon_args = tuple(daemon_args)
         self._tmp = tempfile.TemporaryDirectory(prefix="quichsd-rig-")
         self.dir = Path(self._tmp.name)
         self.family = FamilyModel(
@@ -279,7 +281,7 @@ class DaemonRig:
         earlier = set(self.family.listeners())  # a daemon stopped a moment ago may linger
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                _daemon_command(self.config_path, self.family.address),
+                [*_daemon_command(self.config_path, self.family.address), *self.daemon_args],
                 env=_daemon_env(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -293,7 +295,8 @@ class DaemonRig:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the daemon did not join the tlshd group:\n{self.log()}")
             time.sleep(0.01)
-        while not self.worker_pids():
+        # tlshd's process model (bench only) forks per request: no worker to wait for.
+        while "--fork-per-request" not in self.daemon_args and not self.worker_pids():
             self._check_running()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the daemon forked no worker:\n{self.log()}")
