@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml setup.py quichsd/tls/_build.py quichsd/tls/_glue.c scri
 	touch $@
 
 run: $(STAMP)
-	$(VENV)/bin/quichsd demo
+	scripts/run
 
 lint: $(STAMP)
 	$(VENV)/bin/python -m ruff check quichsd tests $(wildcard bench)

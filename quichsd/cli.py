@@ -13,6 +13,10 @@ from quichsd.tls.levels import Cipher
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.daemon:
+        from quichsd.daemon_demo import run_daemon_demo
+
+        return run_daemon_demo()
     from quichsd.demo import describe, run_demo
 
     outcome = run_demo(cipher=int(Cipher[args.cipher]), kind=args.key)
@@ -169,9 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("-c", "--config", type=Path, metavar="PATH", help=CONFIG_HELP)
     shape = status.add_mutually_exclusive_group()
-    shape.add_argument(
-        "--openmetrics", action="store_true", help="OpenMetrics 1.0 text exposition"
-    )
+    shape.add_argument("--openmetrics", action="store_true", help="OpenMetrics 1.0 text exposition")
     shape.add_argument("--json", action="store_true", help="the raw JSON snapshot")
     status.set_defaults(func=_cmd_status)
 
@@ -224,6 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--cipher", choices=[c.name for c in Cipher], default="ANY", help="payload cipher"
     )
     demo.add_argument("--key", choices=["ecdsa", "rsa"], default="ecdsa", help="certificate key")
+    demo.add_argument(
+        "--daemon",
+        action="store_true",
+        help="instead: run the real daemon against the userspace kernel models",
+    )
     demo.set_defaults(func=_cmd_demo)
     return parser
 
