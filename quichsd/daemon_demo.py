@@ -21,7 +21,7 @@ SERVER_NAME = "server.demo.test"
 
 
 def _aioquic_server(cert: Path, key: Path) -> tuple[asyncio.AbstractEventLoop, tuple[str, int]]:
-    from aioquic.asyncio import serve
+    from aioquic.asyncio.server import serve
     from aioquic.quic.configuration import QuicConfiguration
 
     loop = asyncio.new_event_loop()
