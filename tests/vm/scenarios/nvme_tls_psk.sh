@@ -1,0 +1,166 @@
+#!/bin/sh
+# NVMe/TCP over TLS 1.3 with a PSK, all on 127.0.0.1, in a vm/run guest (one kernel, host and
+# target sides both kernel consumers of the handshake family): an nvmet port with
+# addr_tsas=tls1.3, `nvme gen-tls-key --insert`, `nvme connect --tls`, 8 MiB written with
+# O_DIRECT and read back, kTLS counters checked, disconnect. Each connect makes 2 TCP
+# connections (admin + 1 I/O queue) and 4 handshakes (2 client, 2 server).
+#
+# AGENT: "tlshd" (default: Debian sid's tlshd from the chroot) or a command line run from the
+#   guest root (the host's), e.g. "/work/main/.venv/bin/quichsd serve -s -c CONFIG"; a word
+#   CONFIG is replaced by the path of a config file written here ([debug] loglevel=1; tlshd
+#   gets the same file with -c).
+# PORT (4420), MIB (8): the nvmet port and the amount of data; AGENT_JOIN_TIMEOUT (120 s):
+#   how long the agent may take to join the tlshd group (quichsd took up to 23 s under TCG).
+# Prints "@@ key value" facts (tests/vm/rig.py parses them) and exits non-zero on failure.
+set -u
+. "$VM_ROOT/vm/guest/lib.sh"
+
+AGENT=${AGENT:-tlshd}
+PORT=${PORT:-4420}
+MIB=${MIB:-8}
+TAG=${SCENARIO_TAG:-nvme$PORT}
+OUT=$VM_WORK/$TAG
+mkdir -p "$OUT"
+HOSTID=$(cat /proc/sys/kernel/random/uuid)
+HOSTNQN=nqn.2014-08.org.nvmexpress:uuid:$HOSTID
+SUBNQN=nqn.2026-11.org.quichsd:vm-$TAG
+CFS=/sys/kernel/config/nvmet
+AGENT_PID=
+CONNECTED=0
+
+cleanup() {
+    [ "$CONNECTED" = 1 ] && sid nvme disconnect -n "$SUBNQN" >/dev/null 2>&1
+    rm -f "$CFS/ports/$PORT/subsystems/$SUBNQN" 2>/dev/null
+    rmdir "$CFS/ports/$PORT" 2>/dev/null
+    echo 0 > "$CFS/subsystems/$SUBNQN/namespaces/1/enable" 2>/dev/null
+    rmdir "$CFS/subsystems/$SUBNQN/namespaces/1" 2>/dev/null
+    rm -f "$CFS/subsystems/$SUBNQN/allowed_hosts/$HOSTNQN" 2>/dev/null
+    rmdir "$CFS/subsystems/$SUBNQN" "$CFS/hosts/$HOSTNQN" 2>/dev/null
+    if [ -n "$AGENT_PID" ]; then
+        kill "$AGENT_PID" 2>/dev/null
+        for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$AGENT_PID" 2>/dev/null || break; sleep 0.2; done
+        kill -9 "$AGENT_PID" 2>/dev/null
+        for _ in 1 2 3 4 5 6 7 8 9 10; do agent_joined || break; sleep 0.2; done
+        agent_joined && echo "WARNING: something still listens on the tlshd group" >&2
+    fi
+    rm -f "/run/$TAG.img" "/run/$TAG.pattern" "/run/$TAG.readback"
+}
+trap cleanup EXIT
+trap 'exit 143' TERM INT   # so that a timeout's TERM still runs cleanup
+fail() { fact failed "$*"; echo "FAIL: $*" >&2; [ -f "$OUT/agent.log" ] && { echo "--- agent log (tail)"; tail -40 "$OUT/agent.log"; }; exit 1; }
+
+vm_step "modules"
+fact agent "$AGENT"
+sid_up
+for m in tls nvme-tcp nvmet nvmet-tcp; do modprobe "$m" || fail "modprobe $m"; done
+[ -r /proc/net/tls_stat ] || fail "no /proc/net/tls_stat"
+fact versions "$(sid dpkg-query -W -f='${Package}=${Version} ' ktls-utils nvme-cli)"
+
+vm_step "agent"
+# Another agent still listening would take the requests: this scenario must own the group.
+agent_joined && fail "an agent is already listening on the tlshd group before ours started"
+printf '[debug]\nloglevel=1\n' > "$OUT/agent.conf"
+if [ "$AGENT" = tlshd ]; then
+    ( sid_exec tlshd -s -c "$OUT/agent.conf" ) > "$OUT/agent.log" 2>&1 &
+else
+    # shellcheck disable=SC2086  # AGENT is a command line
+    set -- $AGENT
+    cmd=
+    for w in "$@"; do [ "$w" = CONFIG ] && w=$OUT/agent.conf; cmd="$cmd $w"; done
+    # shellcheck disable=SC2086
+    ( exec $cmd ) > "$OUT/agent.log" 2>&1 &
+fi
+AGENT_PID=$!
+t0=$(vm_uptime)
+wait_agent_joined "${AGENT_JOIN_TIMEOUT:-120}" "$AGENT_PID" || fail "the agent did not join the tlshd group"
+fact agent_join_s "$(awk "BEGIN{printf \"%.2f\", $(vm_uptime) - $t0}")"
+listeners=$(group_listener_pids | tr '\n' ' ')
+fact agent_comm "$(cat "/proc/$AGENT_PID/comm" 2>/dev/null)"
+fact listeners "$listeners"
+# (an agent's forked workers may hold the socket too)
+for p in $listeners; do
+    descends "$p" "$AGENT_PID" || fail "tlshd-group listener $p ($(cat "/proc/$p/comm")) is not our agent $AGENT_PID"
+done
+
+vm_step "PSK"
+key=$(sid nvme gen-tls-key --hostnqn="$HOSTNQN" --subsysnqn="$SUBNQN" --insert 2>&1) \
+    || fail "nvme gen-tls-key: $key"
+echo "$key"
+grep -q ' psk .*NVMe' /proc/keys || fail "no psk key in /proc/keys"
+grep ' psk \| keyring .*\.nvme' /proc/keys
+
+vm_step "nvmet target"
+truncate -s $((MIB * 2))M "/run/$TAG.img"
+mkdir "$CFS/subsystems/$SUBNQN" || fail "nvmet subsystem"
+echo 0 > "$CFS/subsystems/$SUBNQN/attr_allow_any_host"
+mkdir "$CFS/hosts/$HOSTNQN"
+ln -s "$CFS/hosts/$HOSTNQN" "$CFS/subsystems/$SUBNQN/allowed_hosts/$HOSTNQN"
+mkdir "$CFS/subsystems/$SUBNQN/namespaces/1"
+echo "/run/$TAG.img" > "$CFS/subsystems/$SUBNQN/namespaces/1/device_path"
+echo 1 > "$CFS/subsystems/$SUBNQN/namespaces/1/buffered_io"
+echo 1 > "$CFS/subsystems/$SUBNQN/namespaces/1/enable" || fail "nvmet namespace enable"
+mkdir "$CFS/ports/$PORT"
+echo tcp > "$CFS/ports/$PORT/addr_trtype"
+echo ipv4 > "$CFS/ports/$PORT/addr_adrfam"
+echo 127.0.0.1 > "$CFS/ports/$PORT/addr_traddr"
+echo "$PORT" > "$CFS/ports/$PORT/addr_trsvcid"
+echo tls1.3 > "$CFS/ports/$PORT/addr_tsas" || fail "addr_tsas tls1.3"
+fact treq "$(cat "$CFS/ports/$PORT/addr_treq")"
+ln -s "$CFS/subsystems/$SUBNQN" "$CFS/ports/$PORT/subsystems/$SUBNQN" || fail "nvmet port link"
+
+vm_step "connect"
+tx0=$(tls_stat TlsTxSw); rx0=$(tls_stat TlsRxSw)
+t0=$(vm_uptime)
+sid nvme connect -t tcp -a 127.0.0.1 -s "$PORT" -n "$SUBNQN" --hostnqn="$HOSTNQN" \
+    --hostid="$HOSTID" --tls --nr-io-queues=1 > "$OUT/connect.log" 2>&1
+rc=$?
+cat "$OUT/connect.log"
+fact connect_rc "$rc"
+fact connect_s "$(awk "BEGIN{printf \"%.2f\", $(vm_uptime) - $t0}")"
+[ "$rc" = 0 ] || fail "nvme connect --tls failed ($rc)"
+CONNECTED=1
+# The namespace's block device: under the subsystem with native multipath (nvme0n1 for
+# nvme0c0n1), else under the controller.
+find_dev() {
+    for c in /sys/class/nvme-subsystem/* /sys/class/nvme/*; do
+        [ "$(cat "$c/subsysnqn" 2>/dev/null)" = "$SUBNQN" ] || continue
+        for n in "$c"/nvme*n*; do
+            [ -b "/dev/${n##*/}" ] && { echo "/dev/${n##*/}"; return 0; }
+        done
+    done
+    return 1
+}
+dev=
+for _ in $(seq 100); do
+    dev=$(find_dev) && break
+    sleep 0.1
+done
+[ -n "$dev" ] || fail "no namespace block device after connect"
+fact device "$dev"
+ss -tni 2>/dev/null | grep -q "tcp-ulp-tls" && fact ss_ulp "$(ss -tni | grep -o 'tcp-ulp-tls[^ ]* version: [^ ]* cipher: [^ ]*' | sort | uniq -c | tr -s ' ' | head -1)"
+fact tls_curr_tx "$(tls_stat TlsCurrTxSw)"
+fact tls_curr_rx "$(tls_stat TlsCurrRxSw)"
+
+vm_step "I/O"
+head -c $((MIB * 1048576)) /dev/urandom > "/run/$TAG.pattern"
+dd if="/run/$TAG.pattern" of="$dev" bs=1M count="$MIB" oflag=direct status=none || fail "O_DIRECT write"
+dd if="$dev" of="/run/$TAG.readback" bs=1M count="$MIB" iflag=direct status=none || fail "O_DIRECT read"
+a=$(sha256sum < "/run/$TAG.pattern" | cut -d' ' -f1)
+b=$(sha256sum < "/run/$TAG.readback" | cut -d' ' -f1)
+fact sha_written "$a"
+fact sha_read "$b"
+[ "$a" = "$b" ] || fail "read-back digest differs"
+
+vm_step "disconnect"
+sid nvme disconnect -n "$SUBNQN" || fail "nvme disconnect"
+CONNECTED=0
+tx1=$(tls_stat TlsTxSw); rx1=$(tls_stat TlsRxSw)
+fact tls_tx_delta $((tx1 - tx0))
+fact tls_rx_delta $((rx1 - rx0))
+echo "--- /proc/net/tls_stat"; cat /proc/net/tls_stat
+[ $((tx1 - tx0)) -ge 4 ] && [ $((rx1 - rx0)) -ge 4 ] || fail "kTLS counters did not grow by 4 sockets"
+fact tls_curr_tx_after "$(tls_stat TlsCurrTxSw)"
+vm_step "done"
+fact agent_log_succeeded "$(grep -c succeeded "$OUT/agent.log")"
+echo "--- agent log (tail)"; tail -20 "$OUT/agent.log"
+fact ok 1

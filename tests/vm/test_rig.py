@@ -1,0 +1,86 @@
+"""The real-kernel floor's first scenarios, proving the rig: sid's kernel has the handshake
+family and kTLS, and NVMe/TCP over TLS with a PSK works on loopback with Debian's tlshd as the
+handshake agent, and with quichsd in its place.
+
+All tests read results of the session's single boot (``vm_boot``); see tests/vm/conftest.py
+and vm/README.md.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from .floor import AGENTS
+from .rig import Boot, ScenarioResult
+
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]
+
+
+def _result(boot: Boot, name: str) -> ScenarioResult:
+    result = boot.scenarios[name]
+    assert result.rc is not None, (
+        f"{name} never finished (VM exit {boot.run.rc}):\n" + (boot.run.console[-3000:])
+    )
+    return result
+
+
+@pytest.mark.vm_scenario("kernel")
+def test_boot_reaches_the_command(vm_boot: Boot) -> None:
+    result = _result(vm_boot, "kernel")
+    assert result.facts.get("release", "").endswith("-cloud-amd64"), result.describe()
+    assert result.facts.get("cmdline_init", "").endswith("/vm/guest/init")
+    assert vm_boot.run.boot_seconds is not None and vm_boot.run.boot_seconds < 60
+
+
+@pytest.mark.vm_scenario("kernel")
+def test_handshake_family_is_registered(vm_boot: Boot) -> None:
+    result = _result(vm_boot, "kernel")
+    assert result.ok, result.describe()
+    facts = result.facts
+    assert facts["genl_group_tlshd"].startswith("0x")
+    group = int(facts["genl_group_tlshd"], 16)
+    # the same family seen by iproute2, by pyroute2 and by quichsd's own resolver
+    assert facts["pyroute2_family_id"] == facts["quichsd_family_id"]
+    assert f"tlshd={group}" in facts["pyroute2_groups"].split()
+    assert f"tlshd={group}" in facts["quichsd_groups"].split()
+    assert "remote_peerids=True" in facts["caps"]
+
+
+@pytest.mark.vm_scenario("kernel")
+def test_tls_module_loads(vm_boot: Boot) -> None:
+    result = _result(vm_boot, "kernel")
+    assert result.ok, result.describe()
+    assert result.facts["tls_module"] == "1"
+    assert int(result.facts["tls_stat_lines"]) > 4
+
+
+@pytest.mark.vm_scenario("kernel")
+def test_sid_chroot_has_reference_tools(vm_boot: Boot) -> None:
+    result = _result(vm_boot, "kernel")
+    assert result.ok, result.describe()
+    assert "ktls-utils 1.4" in result.facts["sid_tlshd"]
+    assert result.facts["sid_nvme"].startswith("nvme version 2.")
+
+
+@pytest.mark.parametrize(
+    "agent",
+    [pytest.param(a, marks=pytest.mark.vm_scenario(f"nvme_tls_psk[{a}]")) for a in AGENTS],
+)
+def test_nvme_tcp_tls_psk_loopback(vm_boot: Boot, agent: str) -> None:
+    """nvmet port with tls1.3 on 127.0.0.1:4420, PSK from `nvme gen-tls-key --insert`,
+    `nvme connect --tls` (4 handshakes: 2 client, 2 server), 8 MiB O_DIRECT round trip."""
+    result = _result(vm_boot, f"nvme_tls_psk[{agent}]")
+    facts = result.facts
+    assert result.ok, result.describe()
+    # the agent under test, and only it (or its workers), listened on the tlshd group
+    assert facts["agent_comm"] == agent, facts
+    assert facts["listeners"].split(), facts
+    assert facts["connect_rc"] == "0"
+    assert facts["treq"] == "required"
+    # both ends of both queues went to kTLS, software path, TLS 1.3
+    assert facts["tls_curr_tx"] == "4" and facts["tls_curr_rx"] == "4"
+    assert "version: 1.3" in facts.get("ss_ulp", ""), facts
+    assert facts["sha_written"] == facts["sha_read"]
+    assert int(facts["tls_tx_delta"]) >= 4 and int(facts["tls_rx_delta"]) >= 4
+    assert facts["tls_curr_tx_after"] == "0"  # the disconnect released every kTLS socket
+    assert facts["ok"] == "1"
