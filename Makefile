@@ -3,7 +3,7 @@ VENV := .venv
 STAMP := $(VENV)/.bootstrapped
 PYTEST_ARGS ?=
 
-.PHONY: run test lint fast bench clean install-service
+.PHONY: run test test-fast lint bench bench-daemon clean install-service
 
 $(STAMP): pyproject.toml setup.py quichsd/tls/_build.py quichsd/tls/_glue.c scripts/bootstrap
 	scripts/bootstrap
@@ -16,11 +16,20 @@ lint: $(STAMP)
 	$(VENV)/bin/python -m ruff check quichsd tests $(wildcard bench)
 	$(VENV)/bin/python -m mypy quichsd
 
+# Every floor: in memory, the userspace models, and the real kernel in a VM (which
+# downloads Debian sid's kernel and tools on first use; see vm/README.md).
 test: lint
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
+# The quick floors only (no VM, no multi-second bursts): for the edit-test loop.
+test-fast: lint
+	$(VENV)/bin/python -m pytest -m "not vm and not slow" $(PYTEST_ARGS)
+
 bench: $(STAMP)
 	$(VENV)/bin/python bench/engine.py
+
+bench-daemon: $(STAMP)
+	$(VENV)/bin/python bench/daemon.py
 
 # The unit (ExecStart= naming .venv/bin/quichsd), /etc/tlshd/config if absent, the man
 # pages; under $(DESTDIR) when set.  Then: systemctl daemon-reload && systemctl enable --now quichsd
