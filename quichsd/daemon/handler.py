@@ -14,18 +14,14 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from cryptography import x509
-
 from quichsd.daemon import keyring
+from quichsd.daemon.identities import peer_subject, remote_auth
 from quichsd.daemon.protocol import Job, Outcome
 from quichsd.quic.aio import run_handshake_async
-from quichsd.quic.driver import Credentials, HandshakeResult
+from quichsd.quic.driver import Credentials
 from quichsd.quic.sockopt import QuicSocket
 from quichsd.tls import AuthMode, CertificateCredentials, PskClientCredentials, Role
 from quichsd.tls.binding import TlsSetupError
-
-#: REMOTE_AUTH marker for "the client authenticated with a certificate" (tlshd's -1).
-MUTUAL_AUTH_MARKER = 0xFFFFFFFF
 
 
 class JobRefused(Exception):
@@ -151,46 +147,6 @@ def build_credentials(job: Job, peer_address: str | None) -> tuple[Credentials, 
     return Credentials(auth, certificates=creds, peer_name=name), used_psk
 
 
-def remote_identities(job: Job, result: HandshakeResult, used_psk: list[int]) -> tuple[int, ...]:
-    done = result.complete
-    if done is None:
-        return ()
-    if job.auth_mode == AuthMode.PSK:
-        return tuple(used_psk)
-    if job.role == "server":
-        return tuple(MUTUAL_AUTH_MARKER for _ in done.peer_certificates)
-    if job.auth_mode != AuthMode.X509:
-        return ()
-    serials = []
-    for der in done.peer_certificates:
-        try:
-            serials.append(
-                keyring.add_key(
-                    "asymmetric",
-                    f"TLS x509 {job.peername or ''}",
-                    der,
-                    keyring.KEY_SPEC_USER_KEYRING,
-                )
-            )
-        except keyring.KeyringError:
-            serials.append(0)  # tlshd reports 0 when the kernel cannot hold the key
-    return tuple(serials)
-
-
-def _peer_subject(result: HandshakeResult) -> str | None:
-    done = result.complete
-    if done is None:
-        return None
-    if done.psk_identity is not None:
-        return "psk:" + done.psk_identity.decode(errors="replace")
-    if not done.peer_certificates:
-        return None
-    try:
-        return x509.load_der_x509_certificate(done.peer_certificates[0]).subject.rfc4514_string()
-    except ValueError:
-        return "<unparsable certificate>"
-
-
 def _peer_address(sock: QuicSocket) -> str | None:
     getpeername = getattr(sock, "getpeername", None)
     if getpeername is None:
@@ -230,11 +186,13 @@ async def run_job(job: Job, sock: QuicSocket) -> Outcome:
     return Outcome(
         request_id=job.request_id,
         status=result.status,
-        remote_auth=remote_identities(job, result, used_psk) if result.ok else (),
+        remote_auth=remote_auth(job, done.peer_certificates, used_psk)
+        if done and result.ok
+        else (),
         reason=result.reason,
         cipher=done.cipher if done else 0,
         alpn=done.alpn.decode(errors="replace") if done and done.alpn else None,
-        peer=_peer_subject(result),
+        peer=peer_subject(done.peer_certificates, done.psk_identity) if done else None,
         resumed=bool(done and done.resumed),
         duration=result.duration,
     )

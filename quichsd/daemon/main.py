@@ -84,6 +84,7 @@ def serve(options: ServeOptions) -> int:
         return EXIT_NO_FAMILY
     with family:
         capabilities = family.probe_optional_attributes()
+        log.info("kernel DONE attributes: remote-auth %s", capabilities.remote_peerids)
         service = HandshakeService(
             family,
             config,

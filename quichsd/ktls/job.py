@@ -20,15 +20,13 @@ import contextlib
 import errno
 import socket
 
-from cryptography import x509
-
 from quichsd.daemon import handler, keyring
-from quichsd.daemon.handler import MUTUAL_AUTH_MARKER, JobRefused
+from quichsd.daemon.handler import JobRefused
+from quichsd.daemon.identities import peer_subject, remote_auth
 from quichsd.daemon.protocol import Job, Outcome
 from quichsd.ktls.install import install_ktls
 from quichsd.ktls.session import (
     Installer,
-    TcpCompletion,
     TcpCredentials,
     TcpHandshakeResult,
     run_tcp_handshake,
@@ -73,42 +71,6 @@ def tcp_credentials(job: Job, peer_address: str | None) -> tuple[TcpCredentials,
     )
 
 
-def remote_identities(job: Job, done: TcpCompletion, used_psk: list[int]) -> tuple[int, ...]:
-    if job.auth_mode == AuthMode.PSK:
-        return tuple(used_psk)
-    if job.role == "server":
-        return tuple(MUTUAL_AUTH_MARKER for _ in done.peer_certificates)
-    if job.auth_mode != AuthMode.X509:
-        return ()
-    serials = []
-    for der in done.peer_certificates:
-        try:
-            serials.append(
-                keyring.add_key(
-                    "asymmetric",
-                    f"TLS x509 {job.peername or ''}",
-                    der,
-                    keyring.KEY_SPEC_USER_KEYRING,
-                )
-            )
-        except keyring.KeyringError:
-            serials.append(0)  # tlshd reports 0 when the kernel cannot hold the key
-    return tuple(serials)
-
-
-def peer_subject(done: TcpCompletion | None) -> str | None:
-    if done is None:
-        return None
-    if done.psk_identity is not None:
-        return "psk:" + done.psk_identity.decode(errors="replace")
-    if not done.peer_certificates:
-        return None
-    try:
-        return x509.load_der_x509_certificate(done.peer_certificates[0]).subject.rfc4514_string()
-    except ValueError:
-        return "<unparsable certificate>"
-
-
 async def run_tcp_job(job: Job, sock: object) -> Outcome:
     if not isinstance(sock, socket.socket):
         return Outcome(job.request_id, errno.EIO, reason="a TCP handshake needs a kernel socket")
@@ -134,10 +96,12 @@ async def run_tcp_job(job: Job, sock: object) -> Outcome:
     return Outcome(
         request_id=job.request_id,
         status=result.status,
-        remote_auth=remote_identities(job, done, used_psk) if result.ok and done else (),
+        remote_auth=remote_auth(job, done.peer_certificates, used_psk)
+        if result.ok and done
+        else (),
         reason=result.reason,
         cipher=done.cipher if done else 0,
-        peer=peer_subject(done),
+        peer=peer_subject(done.peer_certificates, done.psk_identity) if done else None,
         duration=result.duration,
     )
 
@@ -152,9 +116,7 @@ def _peer_address(sock: socket.socket) -> str | None:
 
 __all__ = [
     "installer",
-    "peer_subject",
     "psk_client_credentials",
-    "remote_identities",
     "run_tcp_job",
     "tcp_credentials",
 ]

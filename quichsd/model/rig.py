@@ -73,6 +73,7 @@ from types import TracebackType
 from typing import NamedTuple
 
 from quichsd.daemon import keyring
+from quichsd.daemon.identities import MUTUAL_AUTH_MARKER
 from quichsd.model.family import Completion, FamilyModel, RequestHandle
 from quichsd.model.family_request import State
 from quichsd.model.listener import ModelQuicListener
@@ -92,8 +93,6 @@ __all__ = [
 
 #: Default bound on every wait of the rig (seconds).
 DEFAULT_WAIT = 15.0
-#: The marker a server puts in REMOTE_AUTH per client certificate (tlshd's -1).
-MUTUAL_AUTH_MARKER = 0xFFFFFFFF
 #: Names for ``auth=`` (the ACCEPT's AUTH_MODE).
 AUTH_MODES: dict[str, int] = {
     "anon": int(AuthMode.UNAUTH),
