@@ -102,27 +102,72 @@ void gnutls_anti_replay_enable(gnutls_session_t session, gnutls_anti_replay_t an
 void gnutls_anti_replay_set_ptr(gnutls_anti_replay_t anti_replay, void *ptr);
 void gnutls_anti_replay_set_add_function(gnutls_anti_replay_t, int (*add_func)(void *, time_t, const gnutls_datum_t *, const gnutls_datum_t *));
 
+#define QD_KIND_DATA ...
+#define QD_KIND_SECRET ...
+#define QD_KIND_PEER_TP ...
+#define QD_KIND_ALPN ...
+#define QD_SECRET_TX ...
+#define QD_SECRET_RX ...
+#define QD_NO_TRANSPORT_PARAMETERS ...
+#define QD_STEP_INIT ...
+#define QD_STEP_HOOKS ...
+#define QD_STEP_PRIORITY ...
+#define QD_STEP_CREDENTIALS ...
+#define QD_STEP_TICKETS ...
+#define QD_STEP_EARLY_DATA ...
+#define QD_STEP_SNI ...
+#define QD_STEP_RESUMPTION ...
+#define QD_STEP_ALPN ...
+#define QD_STEP_MEMORY ...
+#define QD_STEP_TRANSPORT_PARAMETERS ...
+
+struct qd_plan {
+    unsigned flags;
+    gnutls_priority_t priority;
+    int cred_type;
+    void *creds;
+    void *psk_handle;
+    const char *name;
+    int verify;
+    int resume;
+    int cert_request;
+    const unsigned char *ticket_key;
+    int early_data;
+    gnutls_anti_replay_t anti_replay;
+    const gnutls_datum_t *alpn;
+    unsigned alpn_count;
+};
+
 struct qd_journal {
     unsigned char *buf;
     size_t len;
-    size_t cap;
-    unsigned char local_tp[512];
-    size_t local_tp_len;
-    void *handle;
     int failed_alloc;
     int psk_unknown;
     int psk_error;
     int peer_tp_seen;
-    int is_server;
+    int sent_alert;
+    int verify_failed;
+    unsigned verify_status;
+    int setup_rc;
+    int setup_step;
+    int alpn_check;
+    gnutls_session_t session;
+    unsigned cipher;
+    int resumed;
+    int early_data_accepted;
+    unsigned peer_count;
+    const gnutls_datum_t *peers;
+    ...;
 };
 
 int qd_session_attach(gnutls_session_t s, struct qd_journal *j);
-int qd_step(gnutls_session_t s, int klevel, const unsigned char *data, size_t size);
-int qd_post_handshake(gnutls_session_t s, int klevel, const unsigned char *data, size_t size);
-void qd_journal_release(struct qd_journal *j);
+struct qd_journal *qd_open(const struct qd_plan *p, const unsigned char *tp, size_t tp_len, const unsigned char *session_data, size_t session_data_size);
+void qd_end(struct qd_journal *j);
+void qd_close(struct qd_journal *j);
+int qd_step(struct qd_journal *j, int klevel, const unsigned char *data, size_t size);
+int qd_post_handshake(struct qd_journal *j, int klevel, const unsigned char *data, size_t size);
 int qd_datum_set(gnutls_datum_t *d, const unsigned char *data, size_t size);
 void qd_free(void *p);
-unsigned qd_session_kernel_cipher(gnutls_session_t s);
 void qd_set_psk_server_callback(gnutls_psk_server_credentials_t cred);
 
 extern "Python" int qd_py_psk_lookup(void *, const unsigned char *, size_t, gnutls_datum_t *);

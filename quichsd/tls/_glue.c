@@ -5,10 +5,19 @@
  * traffic secrets, transport parameters, alerts).  Calling into Python for each
  * of them costs far more than the work they do, so these callbacks only append
  * a record to a per-session journal; Python drains the journal once per step.
+ * For the same reason a session is set up in one call (qd_open), and the step
+ * that completes the handshake also gathers what HandshakeComplete reports:
+ * each Python step after a GnuTLS step runs with cold caches, so fewer and
+ * shorter steps are what make the engine cheap.
  *
  * Journal record: 8-byte header (kind, kernel level, flag, cipher, u32 length
  * in host order) followed by `length` payload bytes.  Levels are already
  * translated to the kernel's numbering (APP 0, INITIAL 1, HANDSHAKE 2, EARLY 3).
+ * Handshake bytes at one level extend the previous record when it holds bytes
+ * at that level (one send instead of several).  A secret record carries what
+ * GnuTLS gave for one level: flag bit 1 transmit, bit 2 receive; with both,
+ * the payload is the transmit secret then the receive secret, of equal length.
+ * Alerts and a rejected client chain's status are journal fields, not records.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -19,25 +28,79 @@
 #define QD_KIND_DATA 1
 #define QD_KIND_SECRET 2
 #define QD_KIND_PEER_TP 3
-#define QD_KIND_ALERT 4
 #define QD_KIND_ALPN 5
-#define QD_KIND_VERIFY 6
+
+#define QD_SECRET_TX 1
+#define QD_SECRET_RX 2
 
 #define QD_TP_MAX 512
 #define QD_EXT_QUIC_TP 0x39
+#define QD_TICKET_KEY_SIZE 64
+
+/* qd_step(): the handshake completed without the peer's transport parameters. */
+#define QD_NO_TRANSPORT_PARAMETERS 1
+
+/* qd_open() steps, for the error Python raises when one fails. */
+#define QD_STEP_INIT 1
+#define QD_STEP_HOOKS 2
+#define QD_STEP_PRIORITY 3
+#define QD_STEP_CREDENTIALS 4
+#define QD_STEP_TICKETS 5
+#define QD_STEP_EARLY_DATA 6
+#define QD_STEP_SNI 7
+#define QD_STEP_RESUMPTION 8
+#define QD_STEP_ALPN 9
+#define QD_STEP_MEMORY 10
+#define QD_STEP_TRANSPORT_PARAMETERS 11
+
+/* What one EngineConfig asks of every session: filled once, by Python. */
+struct qd_plan {
+	unsigned flags;				/* gnutls_init() */
+	gnutls_priority_t priority;
+	int cred_type;
+	void *creds;
+	void *psk_handle;			/* server PSK lookup, or NULL */
+	const char *name;			/* client: SNI and the name to verify, or NULL */
+	int verify;				/* client: check the server's chain */
+	int resume;				/* client: load session data when given */
+	int cert_request;			/* server: gnutls_certificate_request_t, or -1 */
+	const unsigned char *ticket_key;	/* server: QD_TICKET_KEY_SIZE bytes, or NULL */
+	int early_data;				/* server: accept 0-RTT */
+	gnutls_anti_replay_t anti_replay;	/* or NULL */
+	const gnutls_datum_t *alpn;
+	unsigned alpn_count;
+};
 
 struct qd_journal {
 	unsigned char *buf;
 	size_t len;
 	size_t cap;
-	unsigned char local_tp[QD_TP_MAX];
+	size_t last;			/* offset of the last record while len > 0 */
+	gnutls_session_t session;	/* NULL once ended */
 	size_t local_tp_len;
 	void *handle;
+	int alpn_check;			/* server with ALPN: Python checks every step */
 	int failed_alloc;
 	int psk_unknown;
 	int psk_error;
 	int peer_tp_seen;
 	int is_server;
+	int sent_alert;			/* alert GnuTLS asked us to send, -1 if none */
+	int verify_failed;
+	unsigned verify_status;		/* of a client chain qd_verify_client rejected */
+	int setup_rc;			/* qd_open(): GnuTLS error of the step that failed */
+	int setup_step;
+	/* set by the qd_step() that completes the handshake */
+	unsigned cipher;
+	int resumed;
+	int early_data_accepted;
+	unsigned peer_count;
+	const gnutls_datum_t *peers;	/* owned by the session */
+	unsigned char local_tp[QD_TP_MAX];
+	/* GnuTLS keeps pointers to these without copying */
+	char *host;
+	unsigned char ticket_key[QD_TICKET_KEY_SIZE];
+	gnutls_datum_t ticket_key_datum;
 };
 
 /* Python-side PSK lookup: fills `key` (via qd_datum_set) or returns -1. */
@@ -67,14 +130,16 @@ static int qd_reserve(struct qd_journal *j, size_t extra)
 	return 0;
 }
 
-static int qd_append(struct qd_journal *j, unsigned kind, unsigned level,
-		     unsigned flag, unsigned cipher, const void *data,
-		     size_t size)
+/* Appends a record (two payload parts, the second may be empty). */
+static int qd_append2(struct qd_journal *j, unsigned kind, unsigned level,
+		      unsigned flag, unsigned cipher, const void *data,
+		      size_t size, const void *more, size_t more_size)
 {
-	if (size > UINT32_MAX || qd_reserve(j, 8 + size) < 0)
+	size_t total = size + more_size;
+	if (total > UINT32_MAX || qd_reserve(j, 8 + total) < 0)
 		return -1;
 	unsigned char *p = j->buf + j->len;
-	uint32_t len32 = (uint32_t)size;
+	uint32_t len32 = (uint32_t)total;
 	p[0] = (unsigned char)kind;
 	p[1] = (unsigned char)level;
 	p[2] = (unsigned char)flag;
@@ -82,8 +147,18 @@ static int qd_append(struct qd_journal *j, unsigned kind, unsigned level,
 	memcpy(p + 4, &len32, 4);
 	if (size)
 		memcpy(p + 8, data, size);
-	j->len += 8 + size;
+	if (more_size)
+		memcpy(p + 8 + size, more, more_size);
+	j->last = j->len;
+	j->len += 8 + total;
 	return 0;
+}
+
+static int qd_append(struct qd_journal *j, unsigned kind, unsigned level,
+		     unsigned flag, unsigned cipher, const void *data,
+		     size_t size)
+{
+	return qd_append2(j, kind, level, flag, cipher, data, size, NULL, 0);
 }
 
 static unsigned qd_kernel_cipher(gnutls_cipher_algorithm_t c)
@@ -102,11 +177,6 @@ static unsigned qd_kernel_cipher(gnutls_cipher_algorithm_t c)
 	}
 }
 
-static unsigned qd_session_kernel_cipher(gnutls_session_t s)
-{
-	return qd_kernel_cipher(gnutls_cipher_get(s));
-}
-
 static int qd_on_handshake_bytes(gnutls_session_t s,
 				 gnutls_record_encryption_level_t level,
 				 gnutls_handshake_description_t htype,
@@ -116,7 +186,20 @@ static int qd_on_handshake_bytes(gnutls_session_t s,
 	if (htype == GNUTLS_HANDSHAKE_KEY_UPDATE)
 		return 0;
 	struct qd_journal *j = gnutls_session_get_ptr(s);
-	return qd_append(j, QD_KIND_DATA, qd_g2k[level & 3], 0, 0, data, size);
+	unsigned klevel = qd_g2k[level & 3];
+	if (j->len && j->buf[j->last] == QD_KIND_DATA && j->buf[j->last + 1] == klevel) {
+		/* One run of messages at a level is one record: one send, not several. */
+		uint32_t run;
+		memcpy(&run, j->buf + j->last + 4, 4);
+		if ((uint64_t)run + size > UINT32_MAX || qd_reserve(j, size) < 0)
+			return -1;
+		run += (uint32_t)size;
+		memcpy(j->buf + j->last + 4, &run, 4);
+		memcpy(j->buf + j->len, data, size);
+		j->len += size;
+		return 0;
+	}
+	return qd_append(j, QD_KIND_DATA, klevel, 0, 0, data, size);
 }
 
 static int qd_on_secret(gnutls_session_t s,
@@ -124,18 +207,15 @@ static int qd_on_secret(gnutls_session_t s,
 			const void *rx, const void *tx, size_t size)
 {
 	struct qd_journal *j = gnutls_session_get_ptr(s);
-	if (level == GNUTLS_ENCRYPTION_LEVEL_INITIAL)
+	if (level == GNUTLS_ENCRYPTION_LEVEL_INITIAL || (!rx && !tx))
 		return 0;	/* QUIC derives Initial keys itself */
 	unsigned cipher = qd_kernel_cipher(level == GNUTLS_ENCRYPTION_LEVEL_EARLY ?
 					   gnutls_early_cipher_get(s) :
 					   gnutls_cipher_get(s));
-	unsigned klevel = qd_g2k[level & 3];
+	unsigned flag = (tx ? QD_SECRET_TX : 0) | (rx ? QD_SECRET_RX : 0);
 	/* Transmit first: a level's send key must exist before bytes go out at it. */
-	if (tx && qd_append(j, QD_KIND_SECRET, klevel, 1, cipher, tx, size) < 0)
-		return -1;
-	if (rx && qd_append(j, QD_KIND_SECRET, klevel, 0, cipher, rx, size) < 0)
-		return -1;
-	return 0;
+	return qd_append2(j, QD_KIND_SECRET, qd_g2k[level & 3], flag, cipher,
+			  tx ? tx : rx, size, tx ? rx : NULL, tx && rx ? size : 0);
 }
 
 static int qd_on_alert(gnutls_session_t s,
@@ -143,9 +223,10 @@ static int qd_on_alert(gnutls_session_t s,
 		       gnutls_alert_level_t alert_level,
 		       gnutls_alert_description_t desc)
 {
+	(void)level; (void)alert_level;
 	struct qd_journal *j = gnutls_session_get_ptr(s);
-	return qd_append(j, QD_KIND_ALERT, qd_g2k[level & 3], alert_level,
-			 desc & 0xff, NULL, 0);
+	j->sent_alert = (int)(desc & 0xff);
+	return 0;
 }
 
 static int qd_tp_recv(gnutls_session_t s, const unsigned char *data, size_t size)
@@ -205,7 +286,8 @@ static int qd_verify_client(gnutls_session_t s)
 	if (gnutls_certificate_verify_peers2(s, &status) < 0)
 		return GNUTLS_E_CERTIFICATE_ERROR;
 	if (status) {
-		qd_append(j, QD_KIND_VERIFY, 0, 0, 0, &status, sizeof(status));
+		j->verify_failed = 1;
+		j->verify_status = status;
 		return GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR;
 	}
 	return 0;
@@ -232,30 +314,164 @@ static int qd_session_attach(gnutls_session_t s, struct qd_journal *j)
 		GNUTLS_EXT_FLAG_EE);
 }
 
-/* Feeds bytes received at a kernel level (none when size is 0) and advances. */
-static int qd_step(gnutls_session_t s, int klevel, const unsigned char *data,
+static int qd_open_steps(struct qd_journal *j, const struct qd_plan *p,
+			 const unsigned char *session_data, size_t session_data_size)
+{
+	int rc;
+	j->setup_step = QD_STEP_INIT;
+	if ((rc = gnutls_init(&j->session, p->flags)) < 0) {
+		j->session = NULL;
+		return rc;
+	}
+	gnutls_session_t s = j->session;
+	j->setup_step = QD_STEP_HOOKS;
+	if ((rc = qd_session_attach(s, j)) < 0)
+		return rc;
+	j->setup_step = QD_STEP_PRIORITY;
+	if ((rc = gnutls_priority_set(s, p->priority)) < 0)
+		return rc;
+	j->setup_step = QD_STEP_CREDENTIALS;
+	if ((rc = gnutls_credentials_set(s, p->cred_type, p->creds)) < 0)
+		return rc;
+	if (p->cert_request >= 0)
+		gnutls_certificate_server_set_request(s, p->cert_request);
+	if (p->ticket_key) {
+		j->setup_step = QD_STEP_TICKETS;
+		memcpy(j->ticket_key, p->ticket_key, QD_TICKET_KEY_SIZE);
+		j->ticket_key_datum.data = j->ticket_key;
+		j->ticket_key_datum.size = QD_TICKET_KEY_SIZE;
+		if ((rc = gnutls_session_ticket_enable_server(s, &j->ticket_key_datum)) < 0)
+			return rc;
+	}
+	if (p->early_data) {
+		/* RFC 9001 §4.6.1: QUIC servers advertise 0xffffffff or nothing. */
+		j->setup_step = QD_STEP_EARLY_DATA;
+		if ((rc = gnutls_record_set_max_early_data_size(s, 0xFFFFFFFF)) < 0)
+			return rc;
+		if (p->anti_replay)
+			gnutls_anti_replay_enable(s, p->anti_replay);
+	}
+	if (p->name) {
+		j->setup_step = QD_STEP_SNI;
+		size_t n = strlen(p->name);
+		if (!(j->host = malloc(n + 1)))
+			return GNUTLS_E_MEMORY_ERROR;
+		memcpy(j->host, p->name, n + 1);
+		if ((rc = gnutls_server_name_set(s, GNUTLS_NAME_DNS, j->host, n)) < 0)
+			return rc;
+	}
+	if (p->verify)	/* GnuTLS keeps the host pointer: it lives in the journal */
+		gnutls_session_set_verify_cert(s, j->host, 0);
+	if (p->resume && session_data_size) {
+		j->setup_step = QD_STEP_RESUMPTION;
+		if ((rc = gnutls_session_set_data(s, session_data, session_data_size)) < 0)
+			return rc;
+	}
+	if (p->alpn_count) {
+		j->setup_step = QD_STEP_ALPN;
+		if ((rc = gnutls_alpn_set_protocols(s, p->alpn, p->alpn_count,
+						    GNUTLS_ALPN_MANDATORY)) < 0)
+			return rc;
+	}
+	j->setup_step = 0;
+	return 0;
+}
+
+/* What qd_open() returns when it cannot allocate a journal. */
+static struct qd_journal qd_no_journal = {
+	.setup_rc = GNUTLS_E_MEMORY_ERROR, .setup_step = QD_STEP_MEMORY, .sent_alert = -1,
+};
+
+/*
+ * A session set up as `p` asks, with its journal.  On failure setup_rc and
+ * setup_step say what went wrong; the caller frees the journal (and session)
+ * with qd_close() either way, so Python checks one field, not a pointer too.
+ */
+static struct qd_journal *qd_open(const struct qd_plan *p, const unsigned char *tp,
+				  size_t tp_len, const unsigned char *session_data,
+				  size_t session_data_size)
+{
+	struct qd_journal *j = calloc(1, sizeof *j);
+	if (!j)
+		return &qd_no_journal;
+	j->is_server = (p->flags & GNUTLS_SERVER) != 0;
+	j->alpn_check = j->is_server && p->alpn_count;
+	j->handle = p->psk_handle;
+	j->sent_alert = -1;
+	if (tp_len == 0 || tp_len > QD_TP_MAX) {
+		j->setup_rc = GNUTLS_E_INVALID_REQUEST;
+		j->setup_step = QD_STEP_TRANSPORT_PARAMETERS;
+		return j;
+	}
+	memcpy(j->local_tp, tp, tp_len);
+	j->local_tp_len = tp_len;
+	j->setup_rc = qd_open_steps(j, p, session_data, session_data_size);
+	return j;
+}
+
+/* What HandshakeComplete reports, gathered while the caches still hold it. */
+static int qd_completed(struct qd_journal *j)
+{
+	gnutls_session_t s = j->session;
+	if (!j->peer_tp_seen)
+		return QD_NO_TRANSPORT_PARAMETERS;
+	j->cipher = qd_kernel_cipher(gnutls_cipher_get(s));
+	j->resumed = gnutls_session_is_resumed(s) != 0;
+	j->early_data_accepted = (gnutls_session_get_flags(s) & GNUTLS_SFLAGS_EARLY_DATA) != 0;
+	j->peer_count = 0;
+	j->peers = gnutls_certificate_get_peers(s, &j->peer_count);
+	if (!j->peers)
+		j->peer_count = 0;
+	return 0;
+}
+
+/* Frees the session now; the journal stays readable until qd_close(). */
+static void qd_end(struct qd_journal *j)
+{
+	if (j->session) {
+		gnutls_deinit(j->session);
+		j->session = NULL;
+	}
+	j->peers = NULL;
+	j->peer_count = 0;
+}
+
+static void qd_close(struct qd_journal *j)
+{
+	if (j == &qd_no_journal)
+		return;
+	qd_end(j);
+	free(j->host);
+	free(j->buf);
+	free(j);
+}
+
+/*
+ * Feeds bytes received at a kernel level (none when size is 0) and advances:
+ * a GnuTLS code, or QD_NO_TRANSPORT_PARAMETERS for a completion that is not.
+ */
+static int qd_step(struct qd_journal *j, int klevel, const unsigned char *data,
 		   size_t size)
 {
+	gnutls_session_t s = j->session;
+	if (!s)
+		return GNUTLS_E_INVALID_SESSION;
 	if (size) {
 		int rc = gnutls_handshake_write(s, qd_k2g[klevel & 3], data, size);
 		if (rc < 0)
 			return rc;
 	}
-	return gnutls_handshake(s);
+	int rc = gnutls_handshake(s);
+	return rc == 0 ? qd_completed(j) : rc;
 }
 
 /* Post-handshake input (a NewSessionTicket): written, never handshaken. */
-static int qd_post_handshake(gnutls_session_t s, int klevel,
+static int qd_post_handshake(struct qd_journal *j, int klevel,
 			     const unsigned char *data, size_t size)
 {
-	return gnutls_handshake_write(s, qd_k2g[klevel & 3], data, size);
-}
-
-static void qd_journal_release(struct qd_journal *j)
-{
-	free(j->buf);
-	j->buf = NULL;
-	j->len = j->cap = 0;
+	if (!j->session)
+		return GNUTLS_E_INVALID_SESSION;
+	return gnutls_handshake_write(j->session, qd_k2g[klevel & 3], data, size);
 }
 
 /* Hands GnuTLS a copy it owns (it frees PSK keys with gnutls_free). */

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
+from typing import TYPE_CHECKING
 
 from quichsd.tls.binding import (
     AntiReplay,
@@ -14,6 +15,9 @@ from quichsd.tls.binding import (
     TlsSetupError,
 )
 from quichsd.tls.levels import CIPHER_PRIORITY_NAMES
+
+if TYPE_CHECKING:
+    from quichsd.tls.session_setup import SessionPlan
 
 
 class Role(Enum):
@@ -60,6 +64,20 @@ class EngineConfig:
     ticket_key: bytes | None = field(default=None, repr=False)  # a secret: kept out of logs
     early_data: bool = False
     anti_replay: AntiReplay | None = None
+    #: What every session of this config needs, worked out once (session_setup.py).
+    _plan: SessionPlan | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Not a cache beside the config: the plan lives and dies with it.  An
+        # impossible config gets none and is refused when an engine is made.
+        from quichsd.tls.session_setup import SessionPlan  # it reads configs
+
+        try:
+            self.validate()
+            plan: SessionPlan | None = SessionPlan(self)
+        except Exception:
+            plan = None
+        object.__setattr__(self, "_plan", plan)
 
     def validate(self) -> None:
         """Raises TlsSetupError (with the errno DONE should carry) for impossible asks."""
