@@ -5,7 +5,7 @@ PYTEST_ARGS ?=
 
 .PHONY: run test test-fast lint bench bench-daemon clean install-service
 
-$(STAMP): pyproject.toml setup.py quichsd/tls/_build.py quichsd/tls/_glue.c scripts/bootstrap
+$(STAMP): pyproject.toml setup.py quichsd/tls/_build.py quichsd/tls/_glue.c quichsd/tls/_events.c scripts/bootstrap
 	scripts/bootstrap
 	touch $@
 
@@ -37,4 +37,10 @@ install-service: $(STAMP)
 	$(VENV)/bin/quichsd install-service $(if $(DESTDIR),--destdir "$(DESTDIR)")
 
 clean:
-	rm -rf $(VENV) build bench/build quichsd/tls/_gnutls*.so quichsd/tls/_gnutls.c
+	rm -rf $(VENV) build bench/build quichsd/tls/_gnutls*.so quichsd/tls/_gnutls.c quichsd/tls/_events*.so quichsd/tls/*.o
+
+# Boots Debian sid's kernel under QEMU (vm/README.md; needs root) and shows NVMe/TCP over
+# TLS served by quichsd: each handshake's log line and the data check.
+.PHONY: vm-demo
+vm-demo: $(STAMP)
+	vm/demo

@@ -70,26 +70,32 @@ def _stamp(path: str | None) -> tuple[int, int, int] | None:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def certificate_credentials(job: Job, *, need_own: bool) -> CertificateCredentials:
+def certificate_credentials(
+    job: Job, *, need_own: bool, own: bool = True
+) -> CertificateCredentials:
+    """Trust anchors, plus our own chain and key unless ``own`` is False (an anonymous
+    client: tlshd's UNAUTH client presents no certificate, even when one is configured)."""
     files = job.x509
     # tlshd reads the files at every handshake, so a renewed certificate written under the
     # same path counts at once: the cache is keyed on the files' state too, not just on
     # the configuration generation (which only changes with the paths, on reload).
     stamps = tuple(_stamp(files.get(name)) for name in sorted(files))
-    cache_key = (job.generation, job.role, job.certificate, job.private_key, need_own, stamps)
+    cache_key = (job.generation, job.role, job.certificate, job.private_key, need_own, own, stamps)
     cached = _credential_cache.get(cache_key) if not job.certificate else None
     if cached is not None:
         return cached
-    chain = (
-        _read_serial(job.certificate, "certificate")
-        if job.certificate
-        else _read_file(files.get("certificate"), "certificate")
-    )
-    key = (
-        _read_serial(job.private_key, "private key")
-        if job.private_key
-        else _read_file(files.get("private_key"), "private key")
-    )
+    chain = key = None
+    if own:
+        chain = (
+            _read_serial(job.certificate, "certificate")
+            if job.certificate
+            else _read_file(files.get("certificate"), "certificate")
+        )
+        key = (
+            _read_serial(job.private_key, "private key")
+            if job.private_key
+            else _read_file(files.get("private_key"), "private key")
+        )
     if need_own and (chain is None or key is None):
         raise JobRefused(errno.ENOKEY, f"{job.role}: no certificate and private key configured")
     trust_path = files.get("truststore")
@@ -143,7 +149,9 @@ def build_credentials(job: Job, peer_address: str | None) -> tuple[Credentials, 
         return Credentials(auth, psk=psk), [serial]
     if server and auth is AuthMode.UNAUTH:
         raise JobRefused(errno.EIO, "an unauthenticated server handshake is not supported")
-    creds = certificate_credentials(job, need_own=server)
+    # An UNAUTH client (NFS xprtsec=tls) does not authenticate itself: sending the configured
+    # client certificate anyway would make knfsd mark the transport peer-authenticated.
+    creds = certificate_credentials(job, need_own=server, own=server or auth is AuthMode.X509)
     return Credentials(auth, certificates=creds, peer_name=name), used_psk
 
 
@@ -169,7 +177,7 @@ async def run_job(job: Job, sock: QuicSocket) -> Outcome:
     linked = False
     try:
         if job.keyring:
-            keyring.link_key(job.keyring)
+            keyring.hold_keyring(job.keyring)
             linked = True
         credentials, used_psk = build_credentials(job, _peer_address(sock))
         role = Role.SERVER if job.role == "server" else Role.CLIENT
@@ -181,7 +189,7 @@ async def run_job(job: Job, sock: QuicSocket) -> Outcome:
     finally:
         if linked:
             with contextlib.suppress(keyring.KeyringError):
-                keyring.unlink_key(job.keyring or 0)
+                keyring.release_keyring(job.keyring or 0)
     done = result.complete
     return Outcome(
         request_id=job.request_id,

@@ -155,10 +155,47 @@ def link_keyrings(names: tuple[str, ...]) -> dict[str, str]:
             continue
         try:
             link_key(serial)
+            _linked_at_start.add(serial)
             outcome[name] = "linked"
         except KeyringError as exc:
             outcome[name] = f"not linked: {exc.strerror}"
     return outcome
+
+
+#: Keyrings link_keyrings() linked at start-up: they stay linked (see hold_keyring).
+_linked_at_start: set[int] = set()
+#: How many requests of this process hold each other keyring linked.
+_holds: dict[int, int] = {}
+
+
+def hold_keyring(serial: int) -> None:
+    """Links a request's keyring into the session keyring for its handshake.
+
+    The session keyring is shared by every handshake in flight (workers are forked with it)
+    and a link is not counted: unlinking when one request ends took the keyring from under
+    the others (a PSK search or key read failing with ENOKEY) and removed the start-up link
+    for good (seen on the real kernel: the agent's session keyring was empty after the
+    first NVMe connect; tlshd 1.4.0 links and unlinks the same way, and in bench/vm.py failed
+    2 of ~700 PSK handshakes with "failed to search 'psk' key").  So keyrings linked at
+    start-up are left alone, and any other is unlinked when the last request of this
+    process holding it ends (workers still share the session keyring: two workers holding
+    the same non-start-up keyring can still take it from each other).
+    """
+    if serial in _linked_at_start:
+        return
+    if not _holds.get(serial):
+        link_key(serial)
+    _holds[serial] = _holds.get(serial, 0) + 1
+
+
+def release_keyring(serial: int) -> None:
+    """Ends a request's ``hold_keyring``."""
+    if serial in _linked_at_start or serial not in _holds:
+        return
+    _holds[serial] -= 1
+    if _holds[serial] <= 0:
+        del _holds[serial]
+        unlink_key(serial)
 
 
 def find_psk(identity: bytes) -> tuple[int, bytes] | None:

@@ -77,7 +77,7 @@ async def run_tcp_job(job: Job, sock: object) -> Outcome:
     linked = False
     try:
         if job.keyring:
-            keyring.link_key(job.keyring)
+            keyring.hold_keyring(job.keyring)
             linked = True
         credentials, used_psk = tcp_credentials(job, _peer_address(sock))
         role = Role.SERVER if job.role == "server" else Role.CLIENT
@@ -91,7 +91,7 @@ async def run_tcp_job(job: Job, sock: object) -> Outcome:
     finally:
         if linked:
             with contextlib.suppress(keyring.KeyringError):
-                keyring.unlink_key(job.keyring or 0)
+                keyring.release_keyring(job.keyring or 0)
     done = result.completion
     return Outcome(
         request_id=job.request_id,

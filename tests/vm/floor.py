@@ -29,3 +29,24 @@ ALL_SCENARIOS: dict[str, Scenario] = {
         for agent, command in AGENTS.items()
     },
 }
+
+# -- NFS over TLS and failure scenarios (tests/vm/test_tls_nfs.py, test_tls_failures.py) ------
+#: The same agents serve the NFS scenario: tlshd as the reference, quichsd under test.
+NFS_AGENTS = AGENTS
+ALL_SCENARIOS.update(
+    {
+        f"nfs_tls[{agent}]": Scenario(
+            f"nfs_tls[{agent}]",
+            SCENARIOS / "nfs_tls.sh",
+            env={"AGENT": command, "KEY_KIND": "rsa"},
+            timeout=240,
+        )
+        for agent, command in NFS_AGENTS.items()
+    }
+)
+ALL_SCENARIOS["nvme_failures[quichsd]"] = Scenario(
+    "nvme_failures[quichsd]",
+    SCENARIOS / "nvme_failures.sh",
+    env={"AGENT": AGENTS["quichsd"], "PORT": "4421", "THREADS": "4", "TERM_AFTER": "10"},
+    timeout=240,
+)
