@@ -70,3 +70,25 @@ def test_link_keyrings_reports_each_outcome() -> None:
     assert set(keyring.CONSUMER_KEYRINGS) <= set(outcome)
     assert outcome[_unique("absent")] == "not found"
     assert outcome["_uid.0"] == "linked"
+
+
+def test_request_keyrings_are_counted_and_startup_links_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Handshakes in flight share the session keyring: one request ending must not unlink
+    a keyring another still uses, nor a keyring linked at start-up."""
+    links: list[int] = []
+    unlinks: list[int] = []
+    monkeypatch.setattr(keyring, "link_key", lambda serial, ring=0: links.append(serial))
+    monkeypatch.setattr(keyring, "unlink_key", lambda serial, ring=0: unlinks.append(serial))
+    monkeypatch.setattr(keyring, "_linked_at_start", {0x100})
+    monkeypatch.setattr(keyring, "_holds", {})
+    keyring.hold_keyring(0x200)
+    keyring.hold_keyring(0x200)
+    keyring.release_keyring(0x200)
+    assert (links, unlinks) == ([0x200], [])  # the second request still holds it
+    keyring.release_keyring(0x200)
+    assert unlinks == [0x200]
+    keyring.hold_keyring(0x100)
+    keyring.release_keyring(0x100)
+    assert links == [0x200] and unlinks == [0x200]  # start-up links are left alone
