@@ -7,7 +7,6 @@ Peer identities for DONE follow tlshd (handshake-netlink.md §9).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import socket
@@ -174,22 +173,15 @@ async def run_job(job: Job, sock: QuicSocket) -> Outcome:
         return await run_tcp_job(job, sock)
     if job.transport != "quic":
         return Outcome(job.request_id, errno.EOPNOTSUPP, reason=f"{job.transport} not served")
-    linked = False
     try:
-        if job.keyring:
-            keyring.hold_keyring(job.keyring)
-            linked = True
-        credentials, used_psk = build_credentials(job, _peer_address(sock))
-        role = Role.SERVER if job.role == "server" else Role.CLIENT
-        result = await run_handshake_async(sock, role, credentials, job.timeout)
+        with keyring.held_keyring(job.keyring):
+            credentials, used_psk = build_credentials(job, _peer_address(sock))
+            role = Role.SERVER if job.role == "server" else Role.CLIENT
+            result = await run_handshake_async(sock, role, credentials, job.timeout)
     except JobRefused as exc:
         return Outcome(job.request_id, exc.errno, reason=str(exc))
     except keyring.KeyringError as exc:
         return Outcome(job.request_id, errno.ENOKEY, reason=str(exc))
-    finally:
-        if linked:
-            with contextlib.suppress(keyring.KeyringError):
-                keyring.release_keyring(job.keyring or 0)
     done = result.complete
     return Outcome(
         request_id=job.request_id,

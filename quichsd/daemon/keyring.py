@@ -8,10 +8,12 @@ x86_64's and aarch64's (the architectures Debian's kernel floor runs on).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
 import platform
+from collections.abc import Iterator
 from pathlib import Path
 
 KEY_SPEC_SESSION_KEYRING = -3
@@ -196,6 +198,19 @@ def release_keyring(serial: int) -> None:
     if _holds[serial] <= 0:
         del _holds[serial]
         unlink_key(serial)
+
+
+@contextlib.contextmanager
+def held_keyring(serial: int | None) -> Iterator[None]:
+    """``hold_keyring`` for the duration of one request (nothing when ``serial`` is empty)."""
+    if serial:
+        hold_keyring(serial)
+    try:
+        yield
+    finally:
+        if serial:
+            with contextlib.suppress(KeyringError):
+                release_keyring(serial)
 
 
 def find_psk(identity: bytes) -> tuple[int, bytes] | None:

@@ -16,7 +16,6 @@ the first readable one is used.  (tlshd collects at most one identity.)
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import socket
 
@@ -74,24 +73,17 @@ def tcp_credentials(job: Job, peer_address: str | None) -> tuple[TcpCredentials,
 async def run_tcp_job(job: Job, sock: object) -> Outcome:
     if not isinstance(sock, socket.socket):
         return Outcome(job.request_id, errno.EIO, reason="a TCP handshake needs a kernel socket")
-    linked = False
     try:
-        if job.keyring:
-            keyring.hold_keyring(job.keyring)
-            linked = True
-        credentials, used_psk = tcp_credentials(job, _peer_address(sock))
-        role = Role.SERVER if job.role == "server" else Role.CLIENT
-        result: TcpHandshakeResult = await run_tcp_handshake(
-            sock, role, credentials, job.timeout, install=installer
-        )
+        with keyring.held_keyring(job.keyring):
+            credentials, used_psk = tcp_credentials(job, _peer_address(sock))
+            role = Role.SERVER if job.role == "server" else Role.CLIENT
+            result: TcpHandshakeResult = await run_tcp_handshake(
+                sock, role, credentials, job.timeout, install=installer
+            )
     except JobRefused as exc:
         return Outcome(job.request_id, exc.errno, reason=str(exc))
     except keyring.KeyringError as exc:
         return Outcome(job.request_id, errno.ENOKEY, reason=str(exc))
-    finally:
-        if linked:
-            with contextlib.suppress(keyring.KeyringError):
-                keyring.release_keyring(job.keyring or 0)
     done = result.completion
     return Outcome(
         request_id=job.request_id,
