@@ -227,12 +227,11 @@ def _exchange(sock: Any, args: argparse.Namespace) -> None:
     if not hasattr(sock, "send_stream"):
         print("(--message needs --userspace: stream I/O on kernel sockets is the consumer's)")
         return
+    from quichsd.model.streams import echo_back, echo_over
+
     if args.role == "client":
-        stream = sock.next_stream_id()
-        sock.send_stream(stream, args.message.encode(), True)
-        _id, data, _fin = sock.recv_stream(args.timeout)
-        print(f"reply: {data.decode(errors='replace')}")
+        reply = echo_over(sock, args.message.encode(), args.timeout)
+        print(f"reply: {reply.decode(errors='replace')}")
     else:
-        stream, data, _fin = sock.recv_stream(args.timeout)
+        data = echo_back(sock, args.timeout, reply=args.message.encode() or None)
         print(f"received: {data.decode(errors='replace')}")
-        sock.send_stream(stream, args.message.encode() or data, True)

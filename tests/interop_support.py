@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 import pytest
 
 from quichsd import api
-from quichsd.model import ModelQuicListener, ModelQuicSocket, SockState
+from quichsd.model import ModelQuicListener, ModelQuicSocket, SockState, streams
 from quichsd.quic import sockopt
 from quichsd.quic.abi import Config, ConnectionClose
 from quichsd.quic.driver import Credentials, HandshakeResult
@@ -412,26 +412,12 @@ def server_credentials(pki: Pki) -> Credentials:
 
 def echo_over(sock: ModelQuicSocket, message: bytes) -> bytes:
     """Sends ``message`` on a new stream with FIN and returns what comes back on it."""
-    stream_id = sock.next_stream_id()
-    sock.send_stream(stream_id, message, fin=True)
-    received = b""
-    while True:
-        sid, data, fin = sock.recv_stream(timeout=WAIT)
-        assert sid == stream_id
-        received += data
-        if fin:
-            return received
+    return streams.echo_over(sock, message, WAIT)
 
 
 def echo_back(sock: ModelQuicSocket) -> bytes:
     """Our server's application: reads one stream to its FIN and sends it back."""
-    sid, data, fin = sock.recv_stream(timeout=WAIT)
-    while not fin:
-        more_sid, more, fin = sock.recv_stream(timeout=WAIT)
-        assert more_sid == sid
-        data += more
-    sock.send_stream(sid, data, fin=True)
-    return data
+    return streams.echo_back(sock, WAIT)
 
 
 @dataclass

@@ -31,7 +31,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from quichsd.daemon import keyring
-from quichsd.model import ModelQuicListener, ModelQuicSocket, SockState
+from quichsd.model import ModelQuicListener, ModelQuicSocket, SockState, streams
 from quichsd.model.rig import (
     MUTUAL_AUTH_MARKER,
     DaemonExited,
@@ -304,25 +304,11 @@ def silent_peer() -> Iterator[SilentPeer]:
 
 def echo_over(sock: ModelQuicSocket, message: bytes) -> bytes:
     """The consumer uses its socket after DONE: one stream out, its echo back."""
-    stream_id = sock.next_stream_id()
-    sock.send_stream(stream_id, message, fin=True)
-    received = b""
-    while True:
-        sid, data, fin = sock.recv_stream(timeout=WAIT)
-        assert sid == stream_id
-        received += data
-        if fin:
-            return received
+    return streams.echo_over(sock, message, WAIT)
 
 
 def serve_echo(sock: ModelQuicSocket) -> bytes:
-    sid, data, fin = sock.recv_stream(timeout=WAIT)
-    while not fin:
-        more_sid, more, fin = sock.recv_stream(timeout=WAIT)
-        assert more_sid == sid
-        data += more
-    sock.send_stream(sid, data, fin=True)
-    return data
+    return streams.echo_back(sock, WAIT)
 
 
 def done_within(request: Request, seconds: float) -> tuple[int, list[int], float]:

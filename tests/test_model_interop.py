@@ -22,7 +22,7 @@ from aioquic.asyncio.server import QuicServer
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.tls import SessionTicket as AioquicTicket
 
-from quichsd.model import ModelQuicListener, ModelQuicSocket, SockState
+from quichsd.model import ModelQuicListener, ModelQuicSocket, SockState, streams
 from quichsd.quic import sockopt
 from quichsd.quic.abi import Config, TransportError, crypto_error
 from quichsd.tls import (
@@ -226,15 +226,7 @@ class AioquicServer:
 
 
 def _echo_over(sock: ModelQuicSocket, message: bytes) -> bytes:
-    stream_id = sock.next_stream_id()
-    sock.send_stream(stream_id, message, fin=True)
-    received = b""
-    while True:
-        sid, data, fin = sock.recv_stream(timeout=DEADLINE)
-        assert sid == stream_id
-        received += data
-        if fin:
-            return received
+    return streams.echo_over(sock, message, DEADLINE)
 
 
 @pytest.mark.parametrize("retry", [False, True], ids=["plain", "retry"])

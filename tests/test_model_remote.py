@@ -32,7 +32,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.tls import SessionTicket as AioquicTicket
 
 from quichsd import api
-from quichsd.model import ModelQuicListener, ModelQuicSocket, SockState
+from quichsd.model import ModelQuicListener, ModelQuicSocket, SockState, streams
 from quichsd.model.remote import (
     ExportedSocket,
     RemoteQuicSocket,
@@ -362,24 +362,11 @@ async def _aioquic_echo_client(port: int, ca: Issued, message: bytes) -> bytes:
 
 def _echo_over(sock: ModelQuicSocket, message: bytes) -> bytes:
     """The consumer's use of its socket after the agent's handshake: one echoed stream."""
-    stream_id = sock.next_stream_id()
-    sock.send_stream(stream_id, message, fin=True)
-    received = b""
-    while True:
-        sid, data, fin = sock.recv_stream(timeout=DEADLINE)
-        assert sid == stream_id
-        received += data
-        if fin:
-            return received
+    return streams.echo_over(sock, message, DEADLINE)
 
 
 def _serve_echo(sock: ModelQuicSocket) -> None:
-    sid, data, fin = sock.recv_stream(timeout=DEADLINE)
-    while not fin:
-        more_sid, more, fin = sock.recv_stream(timeout=DEADLINE)
-        assert more_sid == sid
-        data += more
-    sock.send_stream(sid, data, fin=True)
+    streams.echo_back(sock, DEADLINE)
 
 
 # -- the same calls on the model and through the fd -------------------------------------------
