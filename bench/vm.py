@@ -193,6 +193,14 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--queues", type=int, default=2, help="nr_io_queues per connect")
     parser.add_argument("--timeout", type=float, default=1500.0, help="VM limit, boot included")
+    parser.add_argument(
+        "--quichsd",
+        default=AGENTS["quichsd"],
+        metavar="CMD",
+        help="quichsd's command line in the guest: CONFIG becomes the config path, {repo} the "
+        "repository and {work} the work folder (one path for host and guest); e.g. to add "
+        "--fork-per-request, or to run under bench/profile_agent.py",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print the guest's output")
     args = parser.parse_args()
 
@@ -212,7 +220,7 @@ def main() -> int:
         "PAR": str(args.par),
         "THREADS": str(args.threads),
         "QUEUES": str(args.queues),
-        "QUICHSD": AGENTS["quichsd"],
+        "QUICHSD": args.quichsd.replace("{work}", str(work)).replace("{repo}", str(REPO)),
     }
     print(
         f"bench/vm.py: one boot, {args.rounds} rounds x (tlshd, quichsd); per agent and round: "
