@@ -50,7 +50,7 @@ def run(folder: Path, argv: list[str]) -> int:
 
     def restart_in_child() -> None:
         profile.disable()
-        profile.clear()  # type: ignore[attr-defined]
+        profile.clear()
         profile.enable()
 
     os._exit = exit_after_dump  # type: ignore[assignment]
