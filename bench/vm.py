@@ -49,6 +49,7 @@ set -u
 S=$VM_ROOT/tests/vm/scenarios
 . "$S/handshake_trace.sh"
 . "$S/agent.sh"
+. "$S/nvmet.sh"
 PY=$VM_ROOT/.venv/bin/python
 PORT=4430
 OUT=$VM_WORK/bench
@@ -56,7 +57,6 @@ mkdir -p "$OUT"
 HOSTID=$(cat /proc/sys/kernel/random/uuid)
 HOSTNQN=nqn.2014-08.org.nvmexpress:uuid:$HOSTID
 SUBNQN=nqn.2026-11.org.quichsd:bench
-CFS=/sys/kernel/config/nvmet
 die() { echo "FAIL: $*" >&2; fact failed "$*"; exit 1; }
 cleanup() {
     for c in /sys/class/nvme/nvme*; do
@@ -75,20 +75,7 @@ key=$(sid nvme gen-tls-key --hostnqn="$HOSTNQN" --subsysnqn="$SUBNQN" --insert) 
 PSK=$(echo "$key" | sed -n 's/^Inserted TLS key \([0-9a-f]*\)$/\1/p')
 PSK=$((0x$PSK))
 truncate -s 16M /run/bench.img
-mkdir "$CFS/subsystems/$SUBNQN"
-echo 0 > "$CFS/subsystems/$SUBNQN/attr_allow_any_host"
-mkdir "$CFS/hosts/$HOSTNQN"
-ln -s "$CFS/hosts/$HOSTNQN" "$CFS/subsystems/$SUBNQN/allowed_hosts/$HOSTNQN"
-mkdir "$CFS/subsystems/$SUBNQN/namespaces/1"
-echo /run/bench.img > "$CFS/subsystems/$SUBNQN/namespaces/1/device_path"
-echo 1 > "$CFS/subsystems/$SUBNQN/namespaces/1/enable" || die "namespace"
-mkdir "$CFS/ports/$PORT"
-echo tcp > "$CFS/ports/$PORT/addr_trtype"
-echo ipv4 > "$CFS/ports/$PORT/addr_adrfam"
-echo 127.0.0.1 > "$CFS/ports/$PORT/addr_traddr"
-echo "$PORT" > "$CFS/ports/$PORT/addr_trsvcid"
-echo tls1.3 > "$CFS/ports/$PORT/addr_tsas" || die "tsas"
-ln -s "$CFS/subsystems/$SUBNQN" "$CFS/ports/$PORT/subsystems/$SUBNQN" || die "port link"
+nvmet_target_up "$PORT" "$SUBNQN" "$HOSTNQN" /run/bench.img || die "nvmet target"
 OPTS="transport=tcp,traddr=127.0.0.1,trsvcid=$PORT,nqn=$SUBNQN,hostnqn=$HOSTNQN,hostid=$HOSTID"
 OPTS="$OPTS,nr_io_queues=$QUEUES,tls,tls_key=$PSK,duplicate_connect"
 printf '[debug]\nloglevel=0\n' > "$OUT/agent.conf"

@@ -45,9 +45,9 @@ def vm_rig() -> Rig:
     return rig
 
 
-@pytest.fixture(scope="session")
-def vm_boot(vm_rig: Rig, request: pytest.FixtureRequest) -> Boot:
-    """One boot running the scenarios that the session's collected tests are marked with."""
+def _boot(rig: Rig, request: pytest.FixtureRequest, *, systemd: bool) -> Boot:
+    """One boot running the scenarios of one kind (systemd as PID 1 or not) that the
+    session's collected tests are marked with (all of that kind when none is marked)."""
     wanted: list[str] = []
     for item in request.session.items:
         for marker in item.iter_markers("vm_scenario"):
@@ -55,19 +55,33 @@ def vm_boot(vm_rig: Rig, request: pytest.FixtureRequest) -> Boot:
     unknown = [n for n in wanted if n not in ALL_SCENARIOS]
     if unknown:
         pytest.fail(f"unknown vm scenarios {unknown}; known: {sorted(ALL_SCENARIOS)}")
-    scenarios = [ALL_SCENARIOS[n] for n in (wanted or ALL_SCENARIOS)]
+    of_kind = [s for s in ALL_SCENARIOS.values() if s.systemd == systemd]
+    scenarios = [s for s in of_kind if s.name in wanted] or of_kind
     try:
-        boot = vm_rig.run_scenarios(scenarios)
+        boot = rig.run_scenarios(scenarios)
     except RigError as exc:
         pytest.fail(str(exc))
     run = boot.run
     boot_s = f"{run.boot_seconds:.1f}" if run.boot_seconds is not None else "?"
     cmd_s = f"{run.command_seconds:.1f}" if run.command_seconds is not None else "?"
     print(
-        f"vm boot: exit {run.rc}, wall {run.wall_seconds:.1f} s, boot to command {boot_s} s, "
-        f"scenarios {cmd_s} s; work folder {run.work}",
+        f"vm boot{' (systemd)' if systemd else ''}: exit {run.rc}, wall "
+        f"{run.wall_seconds:.1f} s, boot to command {boot_s} s, scenarios {cmd_s} s; "
+        f"work folder {run.work}",
         file=sys.stderr,
     )
     for name, result in boot.scenarios.items():
         print(f"  {name}: exit {result.rc} in {result.seconds} s", file=sys.stderr)
     return boot
+
+
+@pytest.fixture(scope="session")
+def vm_boot(vm_rig: Rig, request: pytest.FixtureRequest) -> Boot:
+    """The boot with vm/guest/init as PID 1: every plain scenario the session reads."""
+    return _boot(vm_rig, request, systemd=False)
+
+
+@pytest.fixture(scope="session")
+def vm_systemd_boot(vm_rig: Rig, request: pytest.FixtureRequest) -> Boot:
+    """The boot with the host's systemd as PID 1 (only systemd scenarios)."""
+    return _boot(vm_rig, request, systemd=True)

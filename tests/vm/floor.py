@@ -50,3 +50,10 @@ ALL_SCENARIOS["nvme_failures[quichsd]"] = Scenario(
     env={"AGENT": AGENTS["quichsd"], "PORT": "4421", "THREADS": "4", "TERM_AFTER": "10"},
     timeout=240,
 )
+ALL_SCENARIOS["systemd_unit"] = Scenario(
+    "systemd_unit",
+    SCENARIOS / "systemd_unit.sh",
+    env={"PORT": "4422"},
+    timeout=300,
+    systemd=True,
+)

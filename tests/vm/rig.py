@@ -51,6 +51,9 @@ class Scenario:
     args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     timeout: float = 180.0
+    #: Runs in a boot where systemd is PID 1 (VM_SYSTEMD=1, see vm/guest/init); such a boot
+    #: runs only such scenarios.
+    systemd: bool = False
 
 
 @dataclass
@@ -226,9 +229,11 @@ class Rig:
         env: Mapping[str, str] | None = None,
         timeout: float = 300.0,
         work: Path | None = None,
+        systemd: bool = False,
     ) -> VmRun:
         """One boot running ``script args...``; the script's path must be visible in the
-        guest (anywhere on the host's root but /tmp, /run, /var/tmp and /root)."""
+        guest (anywhere on the host's root but /tmp, /run, /var/tmp and /root). With
+        ``systemd`` the host's systemd is PID 1 and runs the script as a service."""
         work = work or self.new_work()
         cmd = [
             str(self.repo / "vm" / "run"),
@@ -240,7 +245,7 @@ class Rig:
             str(int(timeout)),
             "-q",
         ]
-        for key, value in (env or {}).items():
+        for key, value in {**(env or {}), **({"VM_SYSTEMD": "1"} if systemd else {})}.items():
             cmd += ["-e", f"{key}={value}"]
         cmd += ["--", str(script), *args]
         start = time.monotonic()
@@ -260,12 +265,15 @@ class Rig:
         names = [s.name for s in chosen]
         if len(set(names)) != len(names):
             raise ValueError(f"scenario names must be unique: {names}")
+        kinds = {s.systemd for s in chosen}
+        if len(kinds) > 1:
+            raise ValueError(f"systemd and plain scenarios need separate boots: {names}")
         work = self.new_work()
         driver = work / "scenarios.sh"
         driver.write_text(_driver_script(work, chosen))
         driver.chmod(0o755)
         limit = timeout or (60.0 + sum(s.timeout + 10 for s in chosen))
-        run = self.run(driver, timeout=limit, work=work)
+        run = self.run(driver, timeout=limit, work=work, systemd=kinds == {True})
         results: dict[str, ScenarioResult] = {}
         for index, sc in enumerate(chosen):
             folder = work / f"{index:02d}-{_slug(sc.name)}"

@@ -19,6 +19,7 @@
 # sigterm_, trace_) and exits non-zero on a setup failure or a broken invariant.
 set -u
 . "$VM_ROOT/vm/guest/lib.sh"
+. "$VM_ROOT/tests/vm/scenarios/nvmet.sh"
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/handshake_trace.sh"
 . "$HERE/agent.sh"
@@ -33,7 +34,6 @@ mkdir -p "$OUT"
 HOSTID=$(cat /proc/sys/kernel/random/uuid)
 HOSTNQN=nqn.2014-08.org.nvmexpress:uuid:$HOSTID
 SUBNQN=nqn.2026-11.org.quichsd:vm-$TAG
-CFS=/sys/kernel/config/nvmet
 PY=$VM_ROOT/.venv/bin/python
 SLEEPER=
 BURST_PID=
@@ -55,12 +55,7 @@ cleanup() {
     [ -n "$WATCH_PID" ] && kill "$WATCH_PID" 2>/dev/null
     rmdir /sys/kernel/tracing/instances/quichsd-sigterm 2>/dev/null
     disconnect_all
-    rm -f "$CFS/ports/$PORT/subsystems/$SUBNQN" 2>/dev/null
-    rmdir "$CFS/ports/$PORT" 2>/dev/null
-    echo 0 > "$CFS/subsystems/$SUBNQN/namespaces/1/enable" 2>/dev/null
-    rmdir "$CFS/subsystems/$SUBNQN/namespaces/1" 2>/dev/null
-    rm -f "$CFS/subsystems/$SUBNQN/allowed_hosts/$HOSTNQN" 2>/dev/null
-    rmdir "$CFS/subsystems/$SUBNQN" "$CFS/hosts/$HOSTNQN" 2>/dev/null
+    nvmet_target_down "$PORT" "$SUBNQN" "$HOSTNQN"
     [ -n "$SLEEPER" ] && kill "$SLEEPER" 2>/dev/null
     agent_stop
     rm -f "/run/$TAG.img" "/tmp/$TAG".*
@@ -99,20 +94,7 @@ GOOD=$((0x$GOOD))
 IDENTITY=$(sid keyctl rdescribe "$GOOD" | cut -d';' -f5-)
 fact psk_identity "$IDENTITY"
 truncate -s 16M "/run/$TAG.img"
-mkdir "$CFS/subsystems/$SUBNQN" || fail "nvmet subsystem"
-echo 0 > "$CFS/subsystems/$SUBNQN/attr_allow_any_host"
-mkdir "$CFS/hosts/$HOSTNQN"
-ln -s "$CFS/hosts/$HOSTNQN" "$CFS/subsystems/$SUBNQN/allowed_hosts/$HOSTNQN"
-mkdir "$CFS/subsystems/$SUBNQN/namespaces/1"
-echo "/run/$TAG.img" > "$CFS/subsystems/$SUBNQN/namespaces/1/device_path"
-echo 1 > "$CFS/subsystems/$SUBNQN/namespaces/1/enable" || fail "nvmet namespace"
-mkdir "$CFS/ports/$PORT"
-echo tcp > "$CFS/ports/$PORT/addr_trtype"
-echo ipv4 > "$CFS/ports/$PORT/addr_adrfam"
-echo 127.0.0.1 > "$CFS/ports/$PORT/addr_traddr"
-echo "$PORT" > "$CFS/ports/$PORT/addr_trsvcid"
-echo tls1.3 > "$CFS/ports/$PORT/addr_tsas" || fail "addr_tsas tls1.3"
-ln -s "$CFS/subsystems/$SUBNQN" "$CFS/ports/$PORT/subsystems/$SUBNQN" || fail "nvmet port link"
+nvmet_target_up "$PORT" "$SUBNQN" "$HOSTNQN" "/run/$TAG.img" || fail "nvmet target"
 OPTS="transport=tcp,traddr=127.0.0.1,trsvcid=$PORT,nqn=$SUBNQN,hostnqn=$HOSTNQN,hostid=$HOSTID"
 OPTS="$OPTS,nr_io_queues=1,tls,duplicate_connect"
 

@@ -14,6 +14,7 @@
 # Prints "@@ key value" facts (tests/vm/rig.py parses them) and exits non-zero on failure.
 set -u
 . "$VM_ROOT/vm/guest/lib.sh"
+. "$VM_ROOT/tests/vm/scenarios/nvmet.sh"
 
 AGENT=${AGENT:-tlshd}
 PORT=${PORT:-4420}
@@ -24,18 +25,12 @@ mkdir -p "$OUT"
 HOSTID=$(cat /proc/sys/kernel/random/uuid)
 HOSTNQN=nqn.2014-08.org.nvmexpress:uuid:$HOSTID
 SUBNQN=nqn.2026-11.org.quichsd:vm-$TAG
-CFS=/sys/kernel/config/nvmet
 AGENT_PID=
 CONNECTED=0
 
 cleanup() {
     [ "$CONNECTED" = 1 ] && sid nvme disconnect -n "$SUBNQN" >/dev/null 2>&1
-    rm -f "$CFS/ports/$PORT/subsystems/$SUBNQN" 2>/dev/null
-    rmdir "$CFS/ports/$PORT" 2>/dev/null
-    echo 0 > "$CFS/subsystems/$SUBNQN/namespaces/1/enable" 2>/dev/null
-    rmdir "$CFS/subsystems/$SUBNQN/namespaces/1" 2>/dev/null
-    rm -f "$CFS/subsystems/$SUBNQN/allowed_hosts/$HOSTNQN" 2>/dev/null
-    rmdir "$CFS/subsystems/$SUBNQN" "$CFS/hosts/$HOSTNQN" 2>/dev/null
+    nvmet_target_down "$PORT" "$SUBNQN" "$HOSTNQN"
     if [ -n "$AGENT_PID" ]; then
         kill "$AGENT_PID" 2>/dev/null
         for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$AGENT_PID" 2>/dev/null || break; sleep 0.2; done
@@ -91,22 +86,8 @@ grep ' psk \| keyring .*\.nvme' /proc/keys
 
 vm_step "nvmet target"
 truncate -s $((MIB * 2))M "/run/$TAG.img"
-mkdir "$CFS/subsystems/$SUBNQN" || fail "nvmet subsystem"
-echo 0 > "$CFS/subsystems/$SUBNQN/attr_allow_any_host"
-mkdir "$CFS/hosts/$HOSTNQN"
-ln -s "$CFS/hosts/$HOSTNQN" "$CFS/subsystems/$SUBNQN/allowed_hosts/$HOSTNQN"
-mkdir "$CFS/subsystems/$SUBNQN/namespaces/1"
-echo "/run/$TAG.img" > "$CFS/subsystems/$SUBNQN/namespaces/1/device_path"
-echo 1 > "$CFS/subsystems/$SUBNQN/namespaces/1/buffered_io"
-echo 1 > "$CFS/subsystems/$SUBNQN/namespaces/1/enable" || fail "nvmet namespace enable"
-mkdir "$CFS/ports/$PORT"
-echo tcp > "$CFS/ports/$PORT/addr_trtype"
-echo ipv4 > "$CFS/ports/$PORT/addr_adrfam"
-echo 127.0.0.1 > "$CFS/ports/$PORT/addr_traddr"
-echo "$PORT" > "$CFS/ports/$PORT/addr_trsvcid"
-echo tls1.3 > "$CFS/ports/$PORT/addr_tsas" || fail "addr_tsas tls1.3"
-fact treq "$(cat "$CFS/ports/$PORT/addr_treq")"
-ln -s "$CFS/subsystems/$SUBNQN" "$CFS/ports/$PORT/subsystems/$SUBNQN" || fail "nvmet port link"
+nvmet_target_up "$PORT" "$SUBNQN" "$HOSTNQN" "/run/$TAG.img" || fail "nvmet target"
+fact treq "$(cat "$NVMET_CFS/ports/$PORT/addr_treq")"
 
 vm_step "connect"
 tx0=$(tls_stat TlsTxSw); rx0=$(tls_stat TlsRxSw)
