@@ -31,6 +31,7 @@ from quichsd.ktls.abi import SOL_TCP, TCP_NODELAY, TLS_1_3_VERSION, ContentType
 from quichsd.ktls.priority import system_ciphers
 from quichsd.ktls.soft import RecordLayer
 from quichsd.tls import AuthMode, CertificateCredentials, Role
+from quichsd.tls.binding import gnutls_version, psk_binder_hash_supported
 from quichsd.tls.selfsigned import Issued, issue
 
 SERVER_NAME = "server.test"
@@ -221,15 +222,25 @@ def test_unauthenticated_server_is_refused(server_creds: CertificateCredentials)
 # -- PSK --------------------------------------------------------------------------------
 
 
+#: Suites a SHA-384 PSK can get: AES-256-GCM-SHA384 where GnuTLS computes its binders with
+#: SHA-384 (3.8.11+); before that GnuTLS binds every external PSK to SHA-256, and of the
+#: SHA-384 list (AES-256-GCM, ChaCha20, as tlshd builds it) only ChaCha20-SHA256 fits.
+SHA384_PSK_SUITES = {52} if psk_binder_hash_supported() else {54}
+
+
+def test_binder_hash_support_follows_the_gnutls_version() -> None:
+    version = tuple(int(part) for part in gnutls_version().split(".")[:3])
+    assert psk_binder_hash_supported() == (version >= (3, 8, 11))
+
+
 @pytest.mark.parametrize(
     ("identity", "length", "allowed"),
     [
         (b"host-a", 32, {51, 53}),
-        # GnuTLS 3.7 binds external PSKs to SHA-256: of the SHA-384 list only ChaCha20 fits.
-        (b"host-a", 48, {52, 54}),
+        (b"host-a", 48, SHA384_PSK_SUITES),
         (b"host-a", 20, {51, 52, 53, 54}),
         (b"NVMe0R01 nqn.host nqn.subsys", 32, {51, 53}),
-        (b"NVMe0R02 nqn.host nqn.subsys", 48, {52, 54}),
+        (b"NVMe0R02 nqn.host nqn.subsys", 48, SHA384_PSK_SUITES),
     ],
 )
 def test_psk_handshake_and_list_selection(identity: bytes, length: int, allowed: set[int]) -> None:
@@ -242,6 +253,20 @@ def test_psk_handshake_and_list_selection(identity: bytes, length: int, allowed:
     assert rc.material.tx == rs.material.rx
     assert rs.completion is not None and rs.completion.psk_identity == identity
     assert rc.completion is not None and rc.completion.psk_identity == identity
+
+
+def test_sha384_psk_on_sha256_binders_is_logged_once_per_identity(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    identity = b"NVMe0R02 nqn.host nqn.once " + os.urandom(4).hex().encode()
+    key = os.urandom(48)
+    for _ in range(2):
+        with loopback_pair() as (c, s):
+            rc, rs = handshake_pair(c, s, psk_client(identity, key), psk_server({identity: key}))
+        assert rc.ok and rs.ok, (rc.reason, rs.reason)
+    warnings = [r for r in caplog.records if "computes PSK binders with SHA-256" in r.message]
+    assert len(warnings) == (0 if psk_binder_hash_supported() else 1)
+    assert all(key.hex() not in r.getMessage() for r in caplog.records)
 
 
 def test_nvme_identity_with_unknown_hash_is_eio_without_handshake() -> None:

@@ -46,7 +46,14 @@ from quichsd.ktls.install import (
 from quichsd.ktls.priority import PriorityKind, priority_cache, psk_kind
 from quichsd.tls import AuthMode, CertificateCredentials, PskClientCredentials, Role
 from quichsd.tls._gnutls import ffi, lib
-from quichsd.tls.binding import PskLookup, TlsSetupError, check, gnutls_strerror
+from quichsd.tls.binding import (
+    PskLookup,
+    TlsSetupError,
+    check,
+    gnutls_strerror,
+    gnutls_version,
+    psk_binder_hash_supported,
+)
 from quichsd.tls.failures import ALERT_UNKNOWN_PSK_IDENTITY, classify, verify_status_text
 from quichsd.tls.levels import CIPHER_SUITE_NAMES
 
@@ -91,7 +98,7 @@ class _PskServerCredentials:
 
     def __init__(self) -> None:
         holder = ffi.new("gnutls_psk_server_credentials_t *")
-        check(lib.gnutls_psk_allocate_server_credentials(holder), "allocating PSK credentials")
+        check(lib.qd_psk_allocate_server(holder), "allocating PSK credentials")
         self.ptr = ffi.gc(holder[0], lib.gnutls_psk_free_server_credentials)
         lib.qd_tcp_set_psk_server_callback(self.ptr)
 
@@ -104,6 +111,26 @@ def _psk_server_credentials() -> _PskServerCredentials:
     if _psk_server is None:
         _psk_server = _PskServerCredentials()
     return _psk_server
+
+
+_BINDER_HASHES = {PriorityKind.PSK_SHA256: "sha256", PriorityKind.PSK_SHA384: "sha384"}
+_warned_sha256_binders: set[bytes] = set()
+
+
+def _binder_hash(kind: PriorityKind, identity: bytes) -> str | None:
+    """The PSK's hash for its binders; warns (once per identity) where GnuTLS cannot use it."""
+    binder_hash = _BINDER_HASHES.get(kind)
+    old_gnutls = binder_hash == "sha384" and not psk_binder_hash_supported()
+    if old_gnutls and identity not in _warned_sha256_binders:
+        _warned_sha256_binders.add(identity)
+        log.warning(
+            "PSK %r is a SHA-384 key but GnuTLS %s computes PSK binders with SHA-256 "
+            "(3.8.11 fixed it): it will work only with peers that do the same, over a "
+            "SHA-256 suite, as tlshd on this GnuTLS does",
+            identity.decode(errors="replace"),
+            gnutls_version(),
+        )
+    return binder_hash
 
 
 def _is_ip_literal(name: str) -> bool:
@@ -204,7 +231,7 @@ class TcpTlsSession:
             if not identity or not key:
                 raise TlsSetupError("a PSK client needs an identity and a key", code=errno.ENOKEY)
             kind = psk_kind(identity, len(key))
-            creds = PskClientCredentials(identity, key)
+            creds = PskClientCredentials(identity, key, _binder_hash(kind, identity))
         self._keepalive.append(creds)
         check(lib.gnutls_credentials_set(session, lib.GNUTLS_CRD_PSK, creds.ptr), "PSK credentials")
         return kind

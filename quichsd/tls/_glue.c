@@ -496,6 +496,42 @@ static void qd_set_psk_server_callback(gnutls_psk_server_credentials_t cred)
 }
 
 /*
+ * External PSK binders (RFC 8446 §4.2.11) use the PSK's own hash, but GnuTLS
+ * before 3.8.11 computes them with SHA-256 whatever the PSK: a SHA-384 PSK
+ * (NVMe identity "NVMe?R02") then only works against peers that do the same,
+ * and only over a SHA-256 suite.  3.8.11 added credentials that carry the hash;
+ * a server given GNUTLS_MAC_UNKNOWN tries both.  mac 0 keeps the old default.
+ */
+static int qd_psk_binder_hash_supported(void)
+{
+#if GNUTLS_VERSION_NUMBER >= 0x03080b
+	return 1;
+#else
+	return 0;
+#endif
+}
+
+static int qd_psk_allocate_client(gnutls_psk_client_credentials_t *sc, int mac)
+{
+#if GNUTLS_VERSION_NUMBER >= 0x03080b
+	if (mac)
+		return gnutls_psk_allocate_client_credentials2(sc, (gnutls_mac_algorithm_t)mac);
+#else
+	(void)mac;
+#endif
+	return gnutls_psk_allocate_client_credentials(sc);
+}
+
+static int qd_psk_allocate_server(gnutls_psk_server_credentials_t *sc)
+{
+#if GNUTLS_VERSION_NUMBER >= 0x03080b
+	return gnutls_psk_allocate_server_credentials2(sc, GNUTLS_MAC_UNKNOWN);
+#else
+	return gnutls_psk_allocate_server_credentials(sc);
+#endif
+}
+
+/*
  * TCP (kTLS path).  GnuTLS runs a whole TLS 1.3 handshake on the socket, which
  * belongs to a kernel consumer: its file status flags are shared with that
  * consumer, so instead of setting O_NONBLOCK these transport functions pass

@@ -129,16 +129,26 @@ class CertificateCredentials:
             )
 
 
+#: The PSK hashes a client can name for its binders (RFC 8446 §4.2.11).
+PSK_BINDER_MACS = {"sha256": "GNUTLS_MAC_SHA256", "sha384": "GNUTLS_MAC_SHA384"}
+
+
+def psk_binder_hash_supported() -> bool:
+    """False before GnuTLS 3.8.11, which computes every external PSK binder with SHA-256."""
+    return bool(lib.qd_psk_binder_hash_supported())
+
+
 class PskClientCredentials:
-    """An external PSK a client offers: identity and raw key."""
+    """An external PSK a client offers: identity, raw key and, if known, the PSK's hash."""
 
     kind = "psk-client"
 
-    def __init__(self, identity: bytes, key: bytes) -> None:
+    def __init__(self, identity: bytes, key: bytes, binder_hash: str | None = None) -> None:
         if not identity or not key:
             raise TlsSetupError("a PSK needs a non-empty identity and key", code=errno.ENOKEY)
+        mac = getattr(lib, PSK_BINDER_MACS[binder_hash]) if binder_hash else 0
         holder = ffi.new("gnutls_psk_client_credentials_t *")
-        check(lib.gnutls_psk_allocate_client_credentials(holder), "allocating PSK credentials")
+        check(lib.qd_psk_allocate_client(holder, mac), "allocating PSK credentials")
         self.ptr = ffi.gc(holder[0], lib.gnutls_psk_free_client_credentials)
         self.identity = identity
         check(
@@ -159,7 +169,7 @@ class PskServerCredentials:
 
     def __init__(self) -> None:
         holder = ffi.new("gnutls_psk_server_credentials_t *")
-        check(lib.gnutls_psk_allocate_server_credentials(holder), "allocating PSK credentials")
+        check(lib.qd_psk_allocate_server(holder), "allocating PSK credentials")
         self.ptr = ffi.gc(holder[0], lib.gnutls_psk_free_server_credentials)
         lib.qd_set_psk_server_callback(self.ptr)
 

@@ -178,9 +178,7 @@ def _c_events() -> Any:
         int(ffi.cast("uintptr_t", ffi.addressof(lib, name)))
         for name in ("qd_open", "qd_step", "qd_end", "qd_close")
     )
-    _events.setup(
-        tuple(_C_FIELDS), layout, functions, ffi.sizeof("struct qd_plan"), SetupFailed
-    )
+    _events.setup(tuple(_C_FIELDS), layout, functions, ffi.sizeof("struct qd_plan"), SetupFailed)
     return _events
 
 

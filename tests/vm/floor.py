@@ -50,6 +50,12 @@ ALL_SCENARIOS["nvme_failures[quichsd]"] = Scenario(
     env={"AGENT": AGENTS["quichsd"], "PORT": "4421", "THREADS": "4", "TERM_AFTER": "10"},
     timeout=240,
 )
+ALL_SCENARIOS["nvme_tls_psk_sha384[quichsd]"] = Scenario(
+    "nvme_tls_psk_sha384[quichsd]",
+    SCENARIOS / "nvme_tls_psk.sh",
+    env={"AGENT": AGENTS["quichsd"], "PORT": "4423", "MIB": "1", "HMAC": "2"},
+    timeout=240,
+)
 ALL_SCENARIOS["systemd_unit"] = Scenario(
     "systemd_unit",
     SCENARIOS / "systemd_unit.sh",

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pytest
 
+from quichsd.tls.binding import psk_binder_hash_supported
+
 from .floor import AGENTS
 from .rig import Boot, ScenarioResult
 
@@ -84,3 +86,20 @@ def test_nvme_tcp_tls_psk_loopback(vm_boot: Boot, agent: str) -> None:
     assert int(facts["tls_tx_delta"]) >= 4 and int(facts["tls_rx_delta"]) >= 4
     assert facts["tls_curr_tx_after"] == "0"  # the disconnect released every kTLS socket
     assert facts["ok"] == "1"
+
+
+@pytest.mark.vm_scenario("nvme_tls_psk_sha384[quichsd]")
+def test_nvme_tcp_tls_sha384_psk(vm_boot: Boot) -> None:
+    """A SHA-384 PSK (`gen-tls-key --hmac=2`, identity NVMe0R02): the connect and the data
+    round trip work, over the suite this GnuTLS can bind such a PSK to (see
+    tests/test_ktls_handshake.py: AES-256-GCM-SHA384 from 3.8.11, ChaCha20 before)."""
+    result = _result(vm_boot, "nvme_tls_psk_sha384[quichsd]")
+    facts = result.facts
+    assert result.ok, result.describe()
+    assert facts["connect_rc"] == "0"
+    assert facts["sha_written"] == facts["sha_read"]
+    assert facts["tls_curr_tx"] == "4" and facts["tls_curr_rx"] == "4"
+    expected = (
+        "TLS_AES_256_GCM_SHA384" if psk_binder_hash_supported() else "TLS_CHACHA20_POLY1305_SHA256"
+    )
+    assert facts["agent_ciphers"].split() == ["cipher", expected], facts

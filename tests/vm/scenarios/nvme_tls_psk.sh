@@ -9,6 +9,7 @@
 #   guest root (the host's), e.g. "/work/main/.venv/bin/quichsd serve -s -c CONFIG"; a word
 #   CONFIG is replaced by the path of a config file written here ([debug] loglevel=1; tlshd
 #   gets the same file with -c).
+# HMAC (1): the PSK's hash for `nvme gen-tls-key --hmac` (1 SHA-256, 2 SHA-384).
 # PORT (4420), MIB (8): the nvmet port and the amount of data; AGENT_JOIN_TIMEOUT (120 s):
 #   how long the agent may take to join the tlshd group (quichsd took up to 23 s under TCG).
 # Prints "@@ key value" facts (tests/vm/rig.py parses them) and exits non-zero on failure.
@@ -78,7 +79,7 @@ for p in $listeners; do
 done
 
 vm_step "PSK"
-key=$(sid nvme gen-tls-key --hostnqn="$HOSTNQN" --subsysnqn="$SUBNQN" --insert 2>&1) \
+key=$(sid nvme gen-tls-key --hmac="${HMAC:-1}" --hostnqn="$HOSTNQN" --subsysnqn="$SUBNQN" --insert 2>&1) \
     || fail "nvme gen-tls-key: $key"
 echo "$key"
 grep -q ' psk .*NVMe' /proc/keys || fail "no psk key in /proc/keys"
@@ -118,7 +119,8 @@ for _ in $(seq 100); do
 done
 [ -n "$dev" ] || fail "no namespace block device after connect"
 fact device "$dev"
-ss -tni 2>/dev/null | grep -q "tcp-ulp-tls" && fact ss_ulp "$(ss -tni | grep -o 'tcp-ulp-tls[^ ]* version: [^ ]* cipher: [^ ]*' | sort | uniq -c | tr -s ' ' | head -1)"
+ss -tni > "$OUT/ss.txt" 2>&1
+grep -q "tcp-ulp-tls" "$OUT/ss.txt" && fact ss_ulp "$(grep -o 'tcp-ulp-tls[^ ]* version: [^ ]* cipher: [^ ]*' "$OUT/ss.txt" | sort | uniq -c | tr -s ' ' | head -1)"
 fact tls_curr_tx "$(tls_stat TlsCurrTxSw)"
 fact tls_curr_rx "$(tls_stat TlsCurrRxSw)"
 
@@ -143,5 +145,6 @@ echo "--- /proc/net/tls_stat"; cat /proc/net/tls_stat
 fact tls_curr_tx_after "$(tls_stat TlsCurrTxSw)"
 vm_step "done"
 fact agent_log_succeeded "$(grep -c succeeded "$OUT/agent.log")"
+fact agent_ciphers "$(grep -o 'cipher TLS_[A-Z0-9_]*' "$OUT/agent.log" | sort -u | tr '\n' ' ')"
 echo "--- agent log (tail)"; tail -20 "$OUT/agent.log"
 fact ok 1
