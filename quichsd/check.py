@@ -234,6 +234,22 @@ def check_gnutls() -> Check:
     return Check(name, "ok", f"{version} (>= {minimum}), QUIC hooks in the binding")
 
 
+def check_psk_binders() -> Check:
+    """A warning, not a failure: SHA-256 PSKs and certificates are unaffected."""
+    from quichsd.tls import binding
+
+    name = "SHA-384 PSKs"
+    if binding.psk_binder_hash_supported():
+        return Check(name, "ok", "PSK binders use the PSK's own hash")
+    return Check(
+        name,
+        "warn",
+        f"GnuTLS {binding.gnutls_version()} computes every PSK binder with SHA-256: NVMe keys "
+        "with hash 02 (NVMe0R02 ...) work only against peers that do the same",
+        "GnuTLS >= 3.8.11, then rebuild quichsd (pip install .)",
+    )
+
+
 # -- keyrings ---------------------------------------------------------------------------------
 
 
@@ -544,6 +560,8 @@ def run_checks(config_path: Path | None, env: Environment | None = None) -> list
     checks = [check_family(env), check_cap_net_admin(env)]
     checks += check_transports(env)
     checks.append(check_gnutls())
+    if checks[-1].state == "ok":
+        checks.append(check_psk_binders())
     config_checks, config = check_config(config_path)
     checks += check_keyrings(env, config)
     checks += config_checks

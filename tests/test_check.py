@@ -117,7 +117,12 @@ def states(checks: list[Check]) -> dict[str, str]:
     return {c.name: c.state for c in checks}
 
 
-def test_everything_in_place(pki: Pki, env: Environment, tmp_path: Path) -> None:
+def test_everything_in_place(
+    pki: Pki, env: Environment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quichsd.tls import binding
+
+    monkeypatch.setattr(binding, "psk_binder_hash_supported", lambda: True)  # GnuTLS >= 3.8.11
     checks = run_checks(good_config(pki, tmp_path), env)
     assert all(c.state == "ok" for c in checks), render(checks)
     assert exit_status(checks) == 0
@@ -129,6 +134,7 @@ def test_everything_in_place(pki: Pki, env: Environment, tmp_path: Path) -> None
         "kTLS (TLS over TCP)",
         "GnuTLS",
     ]
+    assert names[5] == "SHA-384 PSKs"
     found = by_name(checks)
     assert found["handshake netlink family"].detail == "present (id 0x1a, group tlshd)"
     assert ".nvme 0x1d2c3b4a" in found["keyrings"].detail
@@ -219,6 +225,17 @@ def test_gnutls(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(binding, "gnutls_version", lambda: "3.6.16")
     result = check.check_gnutls()
     assert result.state == "fail" and "older than 3.7.2" in result.detail
+
+
+def test_psk_binders_warn_only_on_old_gnutls(monkeypatch: pytest.MonkeyPatch) -> None:
+    from quichsd.tls import binding
+
+    for supported, state in ((True, "ok"), (False, "warn")):
+        monkeypatch.setattr(binding, "psk_binder_hash_supported", lambda s=supported: s)
+        result = check.check_psk_binders()
+        assert result.state == state
+        assert bool(result.fix) == (not supported)
+    assert "NVMe0R02" in result.detail and "3.8.11" in result.fix
 
 
 def test_keyrings(env: Environment, tmp_path: Path) -> None:
