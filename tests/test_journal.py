@@ -15,6 +15,7 @@ import os
 import socket
 import struct
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -111,6 +112,41 @@ def test_handler_adds_priority_identity_and_the_record_fields() -> None:
     assert sent[0]["QUICHSD_REQUEST"] == "7" and sent[1]["QUICHSD_ERRNO"] == "ETIMEDOUT"
     assert sent[2]["MESSAGE"] == "plain error" and "QUICHSD_REQUEST" not in sent[2]
     assert sent[0]["CODE_FUNC"] == "log_handshake"
+
+
+BUILT: list[str] = []
+
+
+class CountingRecord(HandshakeRecord):
+    """Notes in ``BUILT`` each time the text or the fields are built."""
+
+    def message(self) -> str:
+        BUILT.append("message")
+        return super().message()
+
+    def fields(self) -> journal.Fields:
+        BUILT.append("fields")
+        return super().fields()
+
+
+def test_a_disabled_level_builds_neither_text_nor_fields() -> None:
+    sent: list[dict[str, str]] = []
+    logger = logging.getLogger("quichsd.test-journal-level")
+    logger.propagate = False
+    handler = JournalHandler(sent.append)
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    BUILT.clear()
+    try:
+        log_handshake(logger, CountingRecord(**asdict(SUCCESS)))  # INFO: below the level
+        assert BUILT == [] and sent == []
+        log_handshake(logger, CountingRecord(**asdict(FAILURE)))  # WARNING: logged as before
+    finally:
+        logger.removeHandler(handler)
+    assert sorted(BUILT) == ["fields", "message"]
+    assert len(sent) == 1
+    assert sent[0]["MESSAGE"] == FAILURE.message()
+    assert sent[0]["QUICHSD_REASON"] == "handshake timed out"
 
 
 def test_native_protocol(tmp_path: Path) -> None:

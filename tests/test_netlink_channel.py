@@ -44,10 +44,11 @@ def test_kernel_channel_resolves_nlctrl() -> None:
         chan.send(_getfamily(chan.port_id, "nlctrl", 7))
         data = chan.recv(2.0)
         assert data is not None
-        (raw,) = m.split_datagram(data)
-        reply = m.decode(raw, m.ctrlmsg)
+        ((hdr, raw),) = m.split_datagram(data)
+        reply = m.decode(raw, m.ctrlmsg, hdr)
         assert reply.get_attr("CTRL_ATTR_FAMILY_ID") == 0x10
-        assert m.read_header(raw).seq == 7
+        assert hdr == m.read_header(raw)
+        assert hdr.seq == 7
         assert chan.recv(0) is None  # non-blocking, nothing more queued
 
 

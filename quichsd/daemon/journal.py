@@ -145,8 +145,14 @@ def cipher_name(cipher: int) -> str:
 
 
 def log_handshake(logger: logging.Logger, record: HandshakeRecord) -> None:
-    """One log record for a finished request; journald gets its fields."""
-    logger.log(record.level, "%s", record.message(), extra={FIELDS_ATTR: record.fields()})
+    """One log record for a finished request; journald gets its fields.
+
+    The level is checked first: ``logger.log``'s arguments (text, fields) would be built
+    even for a record it then drops.
+    """
+    level = record.level
+    if logger.isEnabledFor(level):
+        logger.log(level, "%s", record.message(), extra={FIELDS_ATTR: record.fields()})
 
 
 # -- journald --------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ escaped, and ``# EOF`` last.
 
 from __future__ import annotations
 
+import bisect
 import errno
 import math
 import os
@@ -77,12 +78,8 @@ class Histogram:
 
     def observe(self, value: float) -> None:
         value = max(0.0, value)
-        for index, bound in enumerate(self.bounds):
-            if value <= bound:
-                self.counts[index] += 1
-                break
-        else:
-            self.counts[-1] += 1
+        # The first bucket whose bound is >= value; past the last bound, +Inf's.
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.total += 1
         self.sum += value
 

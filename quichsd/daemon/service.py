@@ -38,6 +38,9 @@ from quichsd.netlink import AcceptedRequest, HandlerClass, MalformedRequest, Rea
 log = logging.getLogger("quichsd")
 
 IPPROTO_QUIC = 261
+#: ACCEPT's MESSAGE_TYPE → the role a worker plays (anything else is refused).
+_ROLES = {1: "client", 2: "server"}
+_TRANSPORTS = {IPPROTO_QUIC: "quic", socket.IPPROTO_TCP: "tcp"}
 #: Past its deadline a handshake's worker gets this long to answer before it is killed.
 OVERRUN_GRACE = 2.0
 
@@ -57,10 +60,15 @@ class FamilyPort(Protocol):
 
 
 def transport_of(fd: int) -> str:
-    """'quic' or 'tcp' by SO_PROTOCOL; anything else is not ours to serve."""
-    with socket.socket(fileno=os.dup(fd)) as sock:
-        protocol = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL)
-    return {IPPROTO_QUIC: "quic", socket.IPPROTO_TCP: "tcp"}.get(protocol, f"protocol {protocol}")
+    """'quic' or 'tcp' by SO_PROTOCOL; anything else is not ours to serve.
+
+    Borrows ``fd`` rather than a dup of it, and takes the protocol Python read
+    (SO_PROTOCOL) to build the socket object: three syscalls fewer per request.
+    """
+    sock = socket.socket(fileno=fd)
+    protocol = sock.proto
+    sock.detach()  # the fd stays open: DONE names it
+    return _TRANSPORTS.get(protocol, f"protocol {protocol}")
 
 
 @dataclass
@@ -222,7 +230,7 @@ class HandshakeService:
         now = time.monotonic()
         config = self.config
         timeout = request.timeout_ms / 1000.0 if request.timeout_ms else config.handshake_timeout
-        role = {1: "client", 2: "server"}.get(request.message_type, "")
+        role = _ROLES.get(request.message_type, "")
         request_id = next(self._ids)
         self.counters.accepted += 1
         entry = InFlight(
@@ -324,11 +332,14 @@ class HandshakeService:
             with contextlib.suppress(OSError):
                 os.close(entry.fd)
         self.statuses[status] += 1
-        self.metrics.observe(entry.transport, entry.role, status, time.monotonic() - entry.started)
-        _log_handshake(entry, status, reason, outcome)
+        duration = time.monotonic() - entry.started
+        self.metrics.observe(entry.transport, entry.role, status, duration)
+        _log_handshake(entry, status, reason, outcome, duration)
 
 
-def _log_handshake(entry: InFlight, status: int, reason: str, outcome: Outcome | None) -> None:
+def _log_handshake(
+    entry: InFlight, status: int, reason: str, outcome: Outcome | None, duration: float
+) -> None:
     """One record per request: text for stderr/syslog, QUICHSD_* fields for journald."""
     done = outcome if status == 0 else None
     journal.log_handshake(
@@ -341,7 +352,7 @@ def _log_handshake(entry: InFlight, status: int, reason: str, outcome: Outcome |
             peername=entry.peername,
             status=status,
             reason=reason,
-            duration=time.monotonic() - entry.started,
+            duration=duration,
             cipher=done.cipher if done else 0,
             alpn=done.alpn if done else None,
             peer=done.peer if done else None,

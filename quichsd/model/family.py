@@ -80,13 +80,13 @@ from quichsd.netlink.errors import MalformedMessage
 from quichsd.netlink.messages import (
     ACCEPT_NAMES,
     DONE_NAMES,
+    Framed,
     acceptmsg,
     ctrlmsg,
     decode,
     donemsg,
     modelctlmsg,
     raw_attributes,
-    read_header,
     split_datagram,
 )
 
@@ -363,22 +363,30 @@ class FamilyModel:
             messages = split_datagram(data)
         except MalformedMessage:
             return  # the kernel stops silently at a bad nlmsg_len
-        for raw in messages:
-            hdr = read_header(raw)
+        for framed in messages:
+            hdr = framed.header
             refusal: Refusal | None = None
             if hdr.flags & NLM_F_REQUEST and hdr.type == MODEL_CTL_TYPE:
-                refusal = self._control(conn, raw)
+                refusal = self._control(conn, framed)
             elif hdr.flags & NLM_F_REQUEST and hdr.type >= NLMSG_MIN_TYPE:
-                refusal = self._genl(conn, raw, fds)
+                refusal = self._genl(conn, framed, fds)
             if refusal is not None:
                 name = errno.errorcode.get(refusal.errno, str(refusal.errno))
                 self._stats.errors[name] = self._stats.errors.get(name, 0) + 1
             if refusal is not None or hdr.flags & NLM_F_ACK:
-                self._ack(conn, raw, refusal)
+                self._ack(conn, framed, refusal)
 
-    def _ack(self, conn: _Conn, raw: bytes, refusal: Refusal | None) -> None:
+    def _ack(self, conn: _Conn, framed: Framed, refusal: Refusal | None) -> None:
         self._send(
-            conn, wire.ack(raw, refusal, conn.port, cap_ack=conn.cap_ack, ext_ack=conn.ext_ack)
+            conn,
+            wire.ack(
+                framed.data,
+                refusal,
+                conn.port,
+                cap_ack=conn.cap_ack,
+                ext_ack=conn.ext_ack,
+                header=framed.header,
+            ),
         )
 
     def _send(self, conn: _Conn, data: bytes, fds: Sequence[int] = ()) -> bool:
@@ -391,8 +399,8 @@ class FamilyModel:
         except OSError:
             return False
 
-    def _control(self, conn: _Conn, raw: bytes) -> Refusal | None:
-        msg = decode(raw, modelctlmsg)
+    def _control(self, conn: _Conn, framed: Framed) -> Refusal | None:
+        msg = decode(framed.data, modelctlmsg, framed.header)
         if msg["op"] == MODEL_CTL_HELLO:
             return None
         if msg["op"] != MODEL_CTL_SETSOCKOPT:
@@ -416,12 +424,12 @@ class FamilyModel:
         return None
 
     # -- generic netlink -----------------------------------------------------------------
-    def _genl(self, conn: _Conn, raw: bytes, fds: list[int]) -> Refusal | None:
-        hdr = read_header(raw)
+    def _genl(self, conn: _Conn, framed: Framed, fds: list[int]) -> Refusal | None:
+        hdr, raw = framed
         if len(raw) < NLMSG_HDRLEN + GENL_HDRLEN:
             return Refusal(errno.EINVAL)
         if hdr.type == GENL_ID_CTRL:
-            return self._nlctrl(conn, raw)
+            return self._nlctrl(conn, framed)
         if not self.family_present or hdr.type != self.family_id:
             return Refusal(errno.ENOENT)
         cmd = raw[NLMSG_HDRLEN]
@@ -437,7 +445,7 @@ class FamilyModel:
             else (donemsg, DONE_NAMES, self.done_policy)
         )
         try:
-            attrs, leftover = raw_attributes(decode(raw, cls), names)
+            attrs, leftover = raw_attributes(decode(raw, cls, hdr), names)
         except MalformedMessage:
             return Refusal(errno.EINVAL, "malformed attributes")
         refusal = validate(attrs, leftover, policy)
@@ -447,9 +455,9 @@ class FamilyModel:
             return self._accept(conn, hdr.seq, attrs)
         return self._done(attrs, fds)
 
-    def _nlctrl(self, conn: _Conn, raw: bytes) -> Refusal | None:
-        hdr = read_header(raw)
-        msg = decode(raw, ctrlmsg)
+    def _nlctrl(self, conn: _Conn, framed: Framed) -> Refusal | None:
+        hdr, raw = framed
+        msg = decode(raw, ctrlmsg, hdr)
         if msg["cmd"] != CTRL_CMD_GETFAMILY:
             return Refusal(errno.EOPNOTSUPP)
         if hdr.flags & NLM_F_DUMP == NLM_F_DUMP:

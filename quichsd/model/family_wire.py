@@ -36,6 +36,7 @@ from quichsd.netlink.constants import (
 from quichsd.netlink.messages import (
     ACCEPT_NAMES,
     AttrValue,
+    Header,
     acceptmsg,
     ctrlmsg,
     encode,
@@ -73,10 +74,19 @@ class _plain(nlmsg):  # type: ignore[misc]  # pyroute2 is untyped
     fields = (("status", "i"),)
 
 
-def ack(raw: bytes, refusal: Refusal | None, port: int, *, cap_ack: bool, ext_ack: bool) -> bytes:
+def ack(
+    raw: bytes,
+    refusal: Refusal | None,
+    port: int,
+    *,
+    cap_ack: bool,
+    ext_ack: bool,
+    header: Header | None = None,
+) -> bytes:
     """NLMSG_ERROR for ``raw``: the whole original message follows an error unless
-    NETLINK_CAP_ACK; extended-ACK TLVs only with NETLINK_EXT_ACK."""
-    hdr = read_header(raw)
+    NETLINK_CAP_ACK; extended-ACK TLVs only with NETLINK_EXT_ACK. ``header``: ``raw``'s,
+    if already read."""
+    hdr = read_header(raw) if header is None else header
     err = refusal.errno if refusal else 0
     flags = 0
     payload = b""

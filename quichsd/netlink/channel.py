@@ -58,6 +58,7 @@ from .errors import ChannelClosed, MalformedMessage, ReplyTimeout
 from .messages import (
     ACCEPT_NAMES,
     DONE_NAMES,
+    Framed,
     acceptmsg,
     ack_class,
     decode,
@@ -65,7 +66,6 @@ from .messages import (
     encode,
     modelctlmsg,
     raw_attributes,
-    read_header,
     split_datagram,
 )
 
@@ -163,8 +163,12 @@ class KernelChannel(Channel):
         self._sock.sendto(data, (0, 0))
 
     def recv(self, timeout: float | None = 0.0) -> bytes | None:
-        if timeout != 0 and not _wait(self.fileno(), select.POLLIN, timeout):
-            return None
+        # The kernel answers a request inside its sendmsg: read before paying for a poll.
+        try:
+            return self._sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            if timeout == 0 or not _wait(self.fileno(), select.POLLIN, timeout):
+                return None
         try:
             return self._sock.recv(RECV_SIZE)
         except BlockingIOError:
@@ -230,11 +234,11 @@ class ModelChannel(Channel):
             messages = split_datagram(data)
         except MalformedMessage:
             return None
-        for raw in messages:
-            if not _is_family_message(raw) or raw[NLMSG_HDRLEN] != Command.DONE:
+        for framed in messages:
+            if not _is_family_message(framed) or framed.data[NLMSG_HDRLEN] != Command.DONE:
                 continue
             try:
-                attrs, _ = raw_attributes(decode(raw, donemsg), DONE_NAMES)
+                attrs, _ = raw_attributes(decode(framed.data, donemsg, framed.header), DONE_NAMES)
             except MalformedMessage:
                 return None
             for attr in attrs:
@@ -309,10 +313,10 @@ class ModelChannel(Channel):
             data = self._recv_socket(left)
             if data is None:
                 break
-            for raw in split_datagram(data):
-                hdr = read_header(raw)
+            for framed in split_datagram(data):
+                hdr = framed.header
                 if hdr.type == NLMSG_ERROR and hdr.seq == seq:
-                    ack = decode(raw, ack_class(hdr.flags))
+                    ack = decode(framed.data, ack_class(hdr.flags), hdr)
                     if ack["error"]:
                         code = -ack["error"]
                         raise OSError(code, os.strerror(code))
@@ -324,10 +328,10 @@ class ModelChannel(Channel):
         self._sock.close()
 
 
-def _is_family_message(raw: bytes) -> bool:
+def _is_family_message(framed: Framed) -> bool:
     """A genl message of a family other than nlctrl (the model serves only handshake)."""
-    hdr = read_header(raw)
-    return hdr.type >= NLMSG_MIN_TYPE and hdr.type != GENL_ID_CTRL and len(raw) > NLMSG_HDRLEN
+    kind = framed.header.type
+    return kind >= NLMSG_MIN_TYPE and kind != GENL_ID_CTRL and len(framed.data) > NLMSG_HDRLEN
 
 
 def _install_fds(data: bytes, fds: list[int]) -> bytes:
@@ -342,10 +346,11 @@ def _install_fds(data: bytes, fds: list[int]) -> bytes:
         messages = split_datagram(data)
     except MalformedMessage:
         messages = []
-    for raw in messages:
-        if remaining and _is_family_message(raw) and raw[NLMSG_HDRLEN] == Command.ACCEPT:
+    for framed in messages:
+        raw = framed.data
+        if remaining and _is_family_message(framed) and raw[NLMSG_HDRLEN] == Command.ACCEPT:
             try:
-                attrs, _ = raw_attributes(decode(raw, acceptmsg), ACCEPT_NAMES)
+                attrs, _ = raw_attributes(decode(raw, acceptmsg, framed.header), ACCEPT_NAMES)
             except MalformedMessage:
                 attrs = []
             for attr in attrs:

@@ -48,6 +48,7 @@ from .messages import (
     ACCEPT_NAMES,
     DONE_NAMES,
     AttrValue,
+    Framed,
     acceptmsg,
     ack_class,
     attribute_at,
@@ -55,7 +56,6 @@ from .messages import (
     decode,
     donemsg,
     encode,
-    read_header,
     split_datagram,
 )
 from .requests import AcceptedRequest, ReadyNotice, parse_accept_reply, parse_ready
@@ -82,7 +82,7 @@ class KernelCapabilities:
 
 @dataclass
 class _Answer:
-    reply: bytes | None = None
+    reply: Framed | None = None
     acked: bool = False
 
 
@@ -167,7 +167,7 @@ class HandshakeFamily:
                 raise FamilyUnavailable(FAMILY_NAME, errno.ENOENT) from exc
             raise
         assert answer.reply is not None
-        reply = decode(answer.reply, ctrlmsg)
+        reply = decode(answer.reply.data, ctrlmsg, answer.reply.header)
         family_id = reply.get_attr("CTRL_ATTR_FAMILY_ID")
         if not family_id:
             raise FamilyUnavailable(FAMILY_NAME, 0, "GETFAMILY reply without a family id")
@@ -266,7 +266,7 @@ class HandshakeFamily:
                 return None
             raise
         assert answer.reply is not None
-        return parse_accept_reply(answer.reply)
+        return parse_accept_reply(answer.reply.data, answer.reply.header)
 
     # -- DONE -------------------------------------------------------------------------
     def done(
@@ -389,51 +389,51 @@ class HandshakeFamily:
                     continue
                 if datagram is None:
                     raise ReplyTimeout(command, self.reply_timeout)
-                for raw in split_datagram(datagram):
-                    self._absorb(raw, seq, answer)
+                for framed in split_datagram(datagram):
+                    self._absorb(framed, seq, answer)
                 if (answer.reply is not None or not want_reply) and (answer.acked or not want_ack):
                     return answer
         finally:
             self._sent.pop(seq, None)
 
-    def _absorb(self, raw: bytes, seq: int, answer: _Answer) -> None:
-        hdr = read_header(raw)
+    def _absorb(self, framed: Framed, seq: int, answer: _Answer) -> None:
+        hdr = framed.header
         if hdr.type == NLMSG_ERROR:
-            ack = decode(raw, ack_class(hdr.flags))
+            ack = decode(framed.data, ack_class(hdr.flags), hdr)
             if ack["orig_seq"] != seq and hdr.seq != seq:
-                self._late_error(raw, ack)
+                self._late_error(ack)
                 return
             if ack["error"]:
                 raise self._error(ack, self._sent.get(seq, ("request", b"")))
             answer.acked = True
-        elif hdr.seq == seq and not self._is_ready(raw):
-            answer.reply = raw
+        elif hdr.seq == seq and not self._is_ready(framed):
+            answer.reply = framed
         else:
-            self._dispatch_message(raw)
+            self._dispatch_message(framed)
 
-    def _is_ready(self, raw: bytes) -> bool:
-        hdr = read_header(raw)
-        return hdr.type == self.family_id and len(raw) > 16 and raw[16] == Command.READY
+    def _is_ready(self, framed: Framed) -> bool:
+        raw = framed.data
+        return framed.header.type == self.family_id and len(raw) > 16 and raw[16] == Command.READY
 
     def _dispatch_unsolicited(self, datagram: bytes) -> None:
-        for raw in split_datagram(datagram):
-            hdr = read_header(raw)
+        for framed in split_datagram(datagram):
+            hdr = framed.header
             if hdr.type == NLMSG_ERROR:
-                self._late_error(raw, decode(raw, ack_class(hdr.flags)))
+                self._late_error(decode(framed.data, ack_class(hdr.flags), hdr))
             else:
-                self._dispatch_message(raw)
+                self._dispatch_message(framed)
 
-    def _dispatch_message(self, raw: bytes) -> None:
-        if self._is_ready(raw):
+    def _dispatch_message(self, framed: Framed) -> None:
+        if self._is_ready(framed):
             try:
-                self._ready.append(parse_ready(raw))
+                self._ready.append(parse_ready(framed.data, framed.header))
             except MalformedMessage as exc:
                 log.warning("ignoring malformed READY: %s", exc)
         else:
-            hdr = read_header(raw)
+            hdr = framed.header
             log.debug("ignoring unexpected netlink message type %#x seq %d", hdr.type, hdr.seq)
 
-    def _late_error(self, raw: bytes, ack: Any) -> None:
+    def _late_error(self, ack: Any) -> None:
         if not ack["error"]:
             return
         sent = self._sent.pop(ack["orig_seq"], ("request", b""))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from pyroute2.netlink import ctrlmsg, genlmsg, nla, nla_base, nlmsg
 
@@ -33,6 +33,7 @@ from .errors import MalformedMessage
 
 __all__ = [
     "AttrValue",
+    "Framed",
     "Header",
     "RawAttribute",
     "acceptmsg",
@@ -144,7 +145,7 @@ class modelctlmsg(nlmsg):  # type: ignore[misc]  # pyroute2 is untyped
     fields = (("op", "I"), ("level", "I"), ("optname", "I"), ("value", "I"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Header:
     """``struct nlmsghdr``."""
 
@@ -165,15 +166,26 @@ def read_header(data: bytes | bytearray, offset: int = 0) -> Header:
     return Header(h["length"], h["type"], h["flags"], h["sequence_number"], h["pid"])
 
 
-def split_datagram(data: bytes) -> list[bytes]:
+class Framed(NamedTuple):
+    """One message of a datagram with the header framing read from it.
+
+    Handlers take the header from here rather than reading it again: pyroute2 builds a
+    whole message object to read 16 bytes, and a received message passes several of them.
+    """
+
+    header: Header
+    data: bytes
+
+
+def split_datagram(data: bytes) -> list[Framed]:
     """Split one received datagram into its netlink messages (the kernel may batch)."""
-    out: list[bytes] = []
+    out: list[Framed] = []
     offset = 0
     while len(data) - offset >= NLMSG_HDRLEN:
         hdr = read_header(data, offset)
         if hdr.length < NLMSG_HDRLEN or hdr.length > len(data) - offset:
             raise MalformedMessage(None, f"bad nlmsg_len {hdr.length} at offset {offset}")
-        out.append(data[offset : offset + hdr.length])
+        out.append(Framed(hdr, data[offset : offset + hdr.length]))
         offset += (hdr.length + 3) & ~3
     if offset < len(data) and any(data[offset:]):
         raise MalformedMessage(None, f"{len(data) - offset} stray bytes after messages")
@@ -187,9 +199,12 @@ def attribute_class(cmd: int) -> type[genlmsg]:
     return acceptmsg
 
 
-def decode(data: bytes, cls: type[nlmsg] | None = None) -> Any:
-    """Decode one netlink message with ``cls`` (by genl command when ``None``)."""
-    hdr = read_header(data)
+def decode(data: bytes, cls: type[nlmsg] | None = None, header: Header | None = None) -> Any:
+    """Decode one netlink message with ``cls`` (by genl command when ``None``).
+
+    ``header``: the message's header as ``split_datagram`` read it (saves reading it again).
+    """
+    hdr = read_header(data) if header is None else header
     if hdr.length != len(data):
         raise MalformedMessage(None, f"nlmsg_len {hdr.length} != message size {len(data)}")
     if cls is None:
@@ -229,9 +244,16 @@ def encode(
     return bytes(msg.data)
 
 
-def _attr_names(cls: type[nlmsg]) -> set[str]:
-    """Attribute names of a class's (tuple-form) ``nla_map``."""
-    return {item[1] if isinstance(item[0], int) else item[0] for item in cls.nla_map}
+_ATTR_NAMES: dict[type[nlmsg], frozenset[str]] = {}
+
+
+def _attr_names(cls: type[nlmsg]) -> frozenset[str]:
+    """Attribute names of a class's (tuple-form) ``nla_map``; once per class, not per send."""
+    names = _ATTR_NAMES.get(cls)
+    if names is None:
+        names = frozenset(item[1] if isinstance(item[0], int) else item[0] for item in cls.nla_map)
+        _ATTR_NAMES[cls] = names
+    return names
 
 
 def ack_class(flags: int) -> type[nlmsg]:
@@ -240,7 +262,7 @@ def ack_class(flags: int) -> type[nlmsg]:
     return extackmsg if flags & capped_tlvs == capped_tlvs else ackmsg
 
 
-@dataclass
+@dataclass(slots=True)
 class RawAttribute:
     """One attribute exactly as on the wire, with pyroute2's decoded value on demand."""
 
@@ -277,27 +299,28 @@ def raw_attributes(msg: Any, names: dict[int, str]) -> tuple[list[RawAttribute],
     consumed = start
     for slot in msg["attrs"]:
         inst = slot.cell[1]
-        probe = nla_base(data=inst.data, offset=inst.offset)
+        data, offset = inst.data, inst.offset
+        # pyroute2 clamps the lengths it keeps; the probe reads the real nla_len and type.
+        probe = nla_base(data=data, offset=offset)
         probe.decode()
-        nla_len = probe["header"]["length"]
-        nla_type = probe["header"]["type"]
+        header = probe["header"]
+        nla_len, nla_type = header["length"], header["type"]
         number = nla_type & NLA_TYPE_MASK
-        name = names.get(number, f"attribute {number}")
-        if nla_len < 4 or inst.offset + nla_len > end:
+        name = names.get(number) or f"attribute {number}"
+        if nla_len < 4 or offset + nla_len > end:
             raise MalformedMessage(name, f"nla_len {nla_len} overruns its container")
-        payload = bytes(inst.data[inst.offset + 4 : inst.offset + nla_len])
         attrs.append(
             RawAttribute(
-                number=number,
-                flags=nla_type & (NLA_F_NESTED | NLA_F_NET_BYTEORDER),
-                name=name,
-                offset=inst.offset,
-                length=nla_len,
-                payload=payload,
-                slot=slot,
+                number,
+                nla_type & (NLA_F_NESTED | NLA_F_NET_BYTEORDER),
+                name,
+                offset,
+                nla_len,
+                bytes(data[offset + 4 : offset + nla_len]),
+                slot,
             )
         )
-        consumed = inst.offset + ((nla_len + 3) & ~3)
+        consumed = offset + ((nla_len + 3) & ~3)
     return attrs, max(0, end - consumed)
 
 

@@ -25,6 +25,7 @@ from .errors import MalformedMessage, MalformedRequest
 from .messages import (
     ACCEPT_NAMES,
     X509_NAMES,
+    Header,
     RawAttribute,
     acceptmsg,
     decode,
@@ -152,33 +153,38 @@ def _auth_mode(attr: RawAttribute) -> AuthMode:
         raise MalformedMessage(attr.name, f"unknown auth mode {value}") from None
 
 
-def _genl_message(data: bytes, expect: Command) -> tuple[list[RawAttribute], int]:
-    hdr = read_header(data)
+def _genl_message(
+    data: bytes, expect: Command, header: Header | None
+) -> tuple[list[RawAttribute], int]:
+    hdr = read_header(data) if header is None else header
     if hdr.type == NLMSG_ERROR or hdr.type < NLMSG_MIN_TYPE:
         raise MalformedMessage(None, f"netlink control message type {hdr.type}, not {expect.name}")
-    msg = decode(data, acceptmsg)
+    msg = decode(data, acceptmsg, hdr)
     if msg["cmd"] != expect:
         raise MalformedMessage(None, f"genl cmd {msg['cmd']}, expected {expect.name}")
     return raw_attributes(msg, ACCEPT_NAMES)
 
 
-def parse_ready(data: bytes) -> ReadyNotice:
-    """Parse a READY multicast; it carries only the handler class."""
-    attrs, _ = _genl_message(data, Command.READY)
+def parse_ready(data: bytes, header: Header | None = None) -> ReadyNotice:
+    """Parse a READY multicast; it carries only the handler class.
+
+    ``header``: as ``split_datagram`` read it, so it is not read again.
+    """
+    attrs, _ = _genl_message(data, Command.READY, header)
     for attr in attrs:
         if attr.number == AcceptAttr.HANDLER_CLASS:
             return ReadyNotice(_u32(attr))
     raise MalformedMessage(ACCEPT_NAMES[AcceptAttr.HANDLER_CLASS], "missing from READY")
 
 
-def parse_accept_reply(data: bytes) -> AcceptedRequest:
+def parse_accept_reply(data: bytes, header: Header | None = None) -> AcceptedRequest:
     """Parse an ACCEPT reply; raise ``MalformedRequest`` naming the bad attribute.
 
     SOCKFD is read first so that even a rejected reply tells the caller which
-    descriptor to report DONE on and close.
+    descriptor to report DONE on and close. ``header``: as for ``parse_ready``.
     """
     try:
-        attrs, _ = _genl_message(data, Command.ACCEPT)
+        attrs, _ = _genl_message(data, Command.ACCEPT, header)
     except MalformedMessage as exc:
         raise MalformedRequest(exc.attribute, exc.reason, None) from exc
     sockfd: int | None = None
@@ -231,4 +237,3 @@ def _build(attrs: list[RawAttribute], sockfd: int | None) -> AcceptedRequest:
     req.message_type = message_type
     req.auth_mode = auth_mode
     return req
-
