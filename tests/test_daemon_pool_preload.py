@@ -1,0 +1,33 @@
+"""The pool imports the TCP path before forking, so no worker pays for it on a request."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+PROBE = textwrap.dedent(
+    """
+    import asyncio, sys
+    from quichsd.daemon.pool import TCP_JOB_MODULE, WorkerPool
+
+    async def main():
+        before = TCP_JOB_MODULE in sys.modules
+        pool = WorkerPool(1, 4, 0, lambda outcome: None, lambda ids, reason: None)
+        pool.start()
+        after = TCP_JOB_MODULE in sys.modules
+        await pool.stop()
+        print(before, after, pool.spawned)
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_tcp_job_module_is_loaded_before_the_workers_fork() -> None:
+    # A fresh interpreter: this test session may have imported the module already.
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True", "1"]
