@@ -8,6 +8,7 @@ test reads the records from QUICHSD_JOURNAL_SINK: the same fields, one JSON obje
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import json
 import logging
@@ -23,6 +24,7 @@ from ops_support import psk_pair, statuses, write_pki, x509_config, x509_pair
 
 from quichsd.daemon import journal
 from quichsd.daemon.journal import (
+    Fields,
     HandshakeRecord,
     JournalHandler,
     NativeJournal,
@@ -92,20 +94,27 @@ def test_failure_fields() -> None:
     assert "(status 110, ETIMEDOUT)" in FAILURE.message()
 
 
-def test_handler_adds_priority_identity_and_the_record_fields() -> None:
-    sent: list[dict[str, str]] = []
-    logger = logging.getLogger("quichsd.test-journal")
+@contextlib.contextmanager
+def journal_logger(name: str, level: int) -> Iterator[tuple[logging.Logger, list[Fields]]]:
+    """A logger at ``level`` whose records go, as journal fields, into the yielded list."""
+    sent: list[Fields] = []
+    logger = logging.getLogger(name)
     logger.propagate = False
     handler = JournalHandler(sent.append)
     logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
+    logger.setLevel(level)
     try:
+        yield logger, sent
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_handler_adds_priority_identity_and_the_record_fields() -> None:
+    with journal_logger("quichsd.test-journal", logging.DEBUG) as (logger, sent):
         log_handshake(logger, SUCCESS)
         log_handshake(logger, FAILURE)
         logger.error("plain %s", "error")
         logger.debug("detail")
-    finally:
-        logger.removeHandler(handler)
     assert [f["PRIORITY"] for f in sent] == ["6", "4", "3", "7"]
     assert all(f["SYSLOG_IDENTIFIER"] == "quichsd" and f["SYSLOG_FACILITY"] == "4" for f in sent)
     assert sent[0]["MESSAGE"] == SUCCESS.message()
@@ -130,19 +139,11 @@ class CountingRecord(HandshakeRecord):
 
 
 def test_a_disabled_level_builds_neither_text_nor_fields() -> None:
-    sent: list[dict[str, str]] = []
-    logger = logging.getLogger("quichsd.test-journal-level")
-    logger.propagate = False
-    handler = JournalHandler(sent.append)
-    logger.addHandler(handler)
-    logger.setLevel(logging.WARNING)
     BUILT.clear()
-    try:
+    with journal_logger("quichsd.test-journal-level", logging.WARNING) as (logger, sent):
         log_handshake(logger, CountingRecord(**asdict(SUCCESS)))  # INFO: below the level
         assert BUILT == [] and sent == []
         log_handshake(logger, CountingRecord(**asdict(FAILURE)))  # WARNING: logged as before
-    finally:
-        logger.removeHandler(handler)
     assert sorted(BUILT) == ["fields", "message"]
     assert len(sent) == 1
     assert sent[0]["MESSAGE"] == FAILURE.message()
