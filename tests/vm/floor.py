@@ -56,6 +56,12 @@ ALL_SCENARIOS["nvme_tls_psk_sha384[quichsd]"] = Scenario(
     env={"AGENT": AGENTS["quichsd"], "PORT": "4423", "MIB": "1", "HMAC": "2"},
     timeout=240,
 )
+ALL_SCENARIOS["nvme_tls_psk_keyring[quichsd]"] = Scenario(
+    "nvme_tls_psk_keyring[quichsd]",
+    SCENARIOS / "nvme_tls_psk.sh",
+    env={"AGENT": AGENTS["quichsd"], "PORT": "4424", "MIB": "1", "HOST_KEYRING": "qd_host"},
+    timeout=240,
+)
 ALL_SCENARIOS["systemd_unit"] = Scenario(
     "systemd_unit",
     SCENARIOS / "systemd_unit.sh",

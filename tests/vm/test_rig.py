@@ -103,3 +103,19 @@ def test_nvme_tcp_tls_sha384_psk(vm_boot: Boot) -> None:
         "TLS_AES_256_GCM_SHA384" if psk_binder_hash_supported() else "TLS_CHACHA20_POLY1305_SHA256"
     )
     assert facts["agent_ciphers"].split() == ["cipher", expected], facts
+
+
+@pytest.mark.vm_scenario("nvme_tls_psk_keyring[quichsd]")
+def test_nvme_host_psk_from_the_keyring_named_in_accept(vm_boot: Boot) -> None:
+    """`nvme connect --keyring`: the host's PSK lives in a keyring the agent does not possess
+    and can read only after linking the keyring that ACCEPT's KEYRING attribute names."""
+    result = _result(vm_boot, "nvme_tls_psk_keyring[quichsd]")
+    facts = result.facts
+    assert result.ok, result.describe()
+    assert facts["unlinked_read_rc"] != "0"  # the control: no possession, no read
+    assert facts["connect_rc"] == "0"
+    assert facts["sha_written"] == facts["sha_read"]
+    # the host consumer got that very key's serial back in DONE's REMOTE_AUTH
+    host_psk = f"0:{int(facts['host_psk']):#x}"
+    assert facts["trace_done_nvme_host"].split() == [host_psk, host_psk], facts
+    assert facts["trace_cmd_accept"] == facts["trace_cmd_done"] == "4"

@@ -10,12 +10,15 @@
 #   CONFIG is replaced by the path of a config file written here ([debug] loglevel=1; tlshd
 #   gets the same file with -c).
 # HMAC (1): the PSK's hash for `nvme gen-tls-key --hmac` (1 SHA-256, 2 SHA-384).
+# HOST_KEYRING: a keyring name; the host's PSK then lives there (see below) and the connect
+#   names it, so the kernel sends its serial in ACCEPT's KEYRING attribute.
 # PORT (4420), MIB (8): the nvmet port and the amount of data; AGENT_JOIN_TIMEOUT (120 s):
 #   how long the agent may take to join the tlshd group (quichsd took up to 23 s under TCG).
 # Prints "@@ key value" facts (tests/vm/rig.py parses them) and exits non-zero on failure.
 set -u
 . "$VM_ROOT/vm/guest/lib.sh"
 . "$VM_ROOT/tests/vm/scenarios/nvmet.sh"
+. "$VM_ROOT/tests/vm/scenarios/handshake_trace.sh"
 
 AGENT=${AGENT:-tlshd}
 PORT=${PORT:-4420}
@@ -39,7 +42,7 @@ cleanup() {
         for _ in 1 2 3 4 5 6 7 8 9 10; do agent_joined || break; sleep 0.2; done
         agent_joined && echo "WARNING: something still listens on the tlshd group" >&2
     fi
-    rm -f "/run/$TAG.img" "/run/$TAG.pattern" "/run/$TAG.readback"
+    rm -f "/run/$TAG.img" "/run/$TAG.pattern" "/run/$TAG.readback" "/run/$TAG.psk"
 }
 trap cleanup EXIT
 trap 'exit 143' TERM INT   # so that a timeout's TERM still runs cleanup
@@ -50,6 +53,7 @@ fact agent "$AGENT"
 sid_up
 for m in tls nvme-tcp nvmet nvmet-tcp; do modprobe "$m" || fail "modprobe $m"; done
 [ -r /proc/net/tls_stat ] || fail "no /proc/net/tls_stat"
+trace_start || fail "no tracefs handshake events"
 fact versions "$(sid dpkg-query -W -f='${Package}=${Version} ' ktls-utils nvme-cli)"
 
 vm_step "agent"
@@ -79,9 +83,32 @@ for p in $listeners; do
 done
 
 vm_step "PSK"
-key=$(sid nvme gen-tls-key --hmac="${HMAC:-1}" --hostnqn="$HOSTNQN" --subsysnqn="$SUBNQN" --insert 2>&1) \
-    || fail "nvme gen-tls-key: $key"
-echo "$key"
+CONNECT_KEYRING=
+if [ -n "${HOST_KEYRING:-}" ]; then
+    # The host takes its PSK from a keyring of its own (nvme connect --keyring), which the
+    # kernel names in ACCEPT's KEYRING attribute; the agent, which does not possess it, must
+    # link it by that serial to read the key. The target keeps finding the same bytes under
+    # the same identity in .nvme (the agent possesses .nvme, linked at its start). uid 0 may
+    # link the host's keyring, but only a possessor may read its key: the agent, in a session
+    # keyring of its own, reads it only after linking the keyring ACCEPT named.
+    head -c 32 /dev/urandom > "/run/$TAG.psk"
+    desc="NVMe0R01 $HOSTNQN $SUBNQN"
+    kr=$(sid keyctl newring "$HOST_KEYRING" @u) && sid keyctl setperm "$kr" 0x3f1b0000 \
+        || fail "keyring $HOST_KEYRING"
+    k=$(sid sh -c "keyctl padd psk '$desc' $kr" < "/run/$TAG.psk") || fail "psk into $HOST_KEYRING"
+    nvme_ring=$(awk '$9 == ".nvme:" { print $1 }' /proc/keys)
+    sid sh -c "keyctl padd psk '$desc' $((0x$nvme_ring))" < "/run/$TAG.psk" || fail "psk into .nvme"
+    fact host_keyring "$kr"
+    fact host_psk "$k"
+    # the control: from a fresh session keyring, without the link, the key does not read
+    sid keyctl session - keyctl pipe "$k" > /dev/null 2>&1
+    fact unlinked_read_rc "$?"
+    CONNECT_KEYRING=$kr
+else
+    key=$(sid nvme gen-tls-key --hmac="${HMAC:-1}" --hostnqn="$HOSTNQN" --subsysnqn="$SUBNQN" --insert 2>&1) \
+        || fail "nvme gen-tls-key: $key"
+    echo "$key"
+fi
 grep -q ' psk .*NVMe' /proc/keys || fail "no psk key in /proc/keys"
 grep ' psk \| keyring .*\.nvme' /proc/keys
 
@@ -93,9 +120,19 @@ fact treq "$(cat "$NVMET_CFS/ports/$PORT/addr_treq")"
 vm_step "connect"
 tx0=$(tls_stat TlsTxSw); rx0=$(tls_stat TlsRxSw)
 t0=$(vm_uptime)
-sid nvme connect -t tcp -a 127.0.0.1 -s "$PORT" -n "$SUBNQN" --hostnqn="$HOSTNQN" \
-    --hostid="$HOSTID" --tls --nr-io-queues=1 > "$OUT/connect.log" 2>&1
-rc=$?
+if [ -n "$CONNECT_KEYRING" ]; then
+    # Through the kernel's own interface, by serial: with nvme-cli 2.16, --keyring=NAME did
+    # not reach the kernel here (the host took .nvme's copy of the key, silently).
+    opts="transport=tcp,traddr=127.0.0.1,trsvcid=$PORT,nqn=$SUBNQN,hostnqn=$HOSTNQN"
+    opts="$opts,hostid=$HOSTID,nr_io_queues=1,tls,keyring=$CONNECT_KEYRING"
+    { exec 3<>/dev/nvme-fabrics && printf '%s' "$opts" >&3 && head -n1 <&3; } > "$OUT/connect.log" 2>&1
+    rc=$?
+    exec 3>&-
+else
+    sid nvme connect -t tcp -a 127.0.0.1 -s "$PORT" -n "$SUBNQN" --hostnqn="$HOSTNQN" \
+        --hostid="$HOSTID" --tls --nr-io-queues=1 > "$OUT/connect.log" 2>&1
+    rc=$?
+fi
 cat "$OUT/connect.log"
 fact connect_rc "$rc"
 fact connect_s "$(awk "BEGIN{printf \"%.2f\", $(vm_uptime) - $t0}")"
@@ -144,6 +181,8 @@ echo "--- /proc/net/tls_stat"; cat /proc/net/tls_stat
 [ $((tx1 - tx0)) -ge 4 ] && [ $((rx1 - rx0)) -ge 4 ] || fail "kTLS counters did not grow by 4 sockets"
 fact tls_curr_tx_after "$(tls_stat TlsCurrTxSw)"
 vm_step "done"
+trace_stop
+trace_facts trace
 fact agent_log_succeeded "$(grep -c succeeded "$OUT/agent.log")"
 fact agent_ciphers "$(grep -o 'cipher TLS_[A-Z0-9_]*' "$OUT/agent.log" | sort -u | tr '\n' ' ')"
 echo "--- agent log (tail)"; tail -20 "$OUT/agent.log"
