@@ -32,6 +32,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from aioquic.asyncio import serve
+from aioquic.asyncio.server import QuicServer
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.tls import SessionTicket as AioquicTicket
 
 from quichsd import api
 from quichsd.model import ModelQuicListener, ModelQuicSocket, SockState, streams
@@ -223,11 +227,14 @@ class LoopThread:
     """An asyncio loop in its own thread; ``stop`` cancels what is left and joins it.
 
     ``errors`` collects what the loop's exception handler saw: exceptions a peer
-    stack raised in its own callbacks, which asyncio would otherwise only log.
+    stack raised in its own callbacks, which asyncio would otherwise only log (they
+    are still logged, for the tests that do not read ``errors``).  ``wait`` bounds
+    ``call`` and ``stop``: tests with a longer deadline of their own pass it.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, wait: float = WAIT) -> None:
         self.loop = asyncio.new_event_loop()
+        self.wait = wait
         self.errors: list[str] = []
         self.loop.set_exception_handler(self._record)
         self._thread = threading.Thread(target=self.loop.run_forever, name=f"{name}-loop")
@@ -235,6 +242,7 @@ class LoopThread:
 
     def _record(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         self.errors.append(f"{context.get('message')}: {context.get('exception')!r}")
+        loop.default_exception_handler(context)
 
     def submit(self, coro: Coroutine[Any, Any, _T]) -> Future[_T]:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
@@ -243,7 +251,7 @@ class LoopThread:
         async def run() -> _T:
             return fn()
 
-        return self.submit(run()).result(WAIT)
+        return self.submit(run()).result(self.wait)
 
     def stop(self) -> None:
         async def drain() -> None:
@@ -254,10 +262,10 @@ class LoopThread:
             await asyncio.get_running_loop().shutdown_default_executor()
 
         try:
-            self.submit(drain()).result(WAIT)
+            self.submit(drain()).result(self.wait)
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(WAIT)
+            self._thread.join(self.wait)
             assert not self._thread.is_alive(), "the peer's event loop did not stop"
             self.loop.close()
 
@@ -311,6 +319,37 @@ class PeerServer:
         assert transport is not None
         host, port = transport.get_extra_info("sockname")[:2]
         self.address: tuple[str, int] = (str(host), int(port))
+
+    def close(self) -> None:
+        self._loop.call(self.server.close)
+
+
+class AioquicServer:
+    """aioquic's ``serve`` on 127.0.0.1 with an echo handler and a ticket store, presenting
+    ``leaf`` and ``ca``: for the model tests, which hold ``Issued`` objects, not a ``Pki``."""
+
+    def __init__(self, loop: LoopThread, leaf: Issued, ca: Issued, *, retry: bool = False) -> None:
+        config = QuicConfiguration(is_client=False, alpn_protocols=[ALPN])
+        config.certificate = leaf.cert
+        config.private_key = leaf.key  # type: ignore[assignment]
+        config.certificate_chain = [ca.cert]
+        self.tickets: dict[bytes, AioquicTicket] = {}
+
+        async def start() -> QuicServer:
+            return await serve(
+                "127.0.0.1",
+                0,
+                configuration=config,
+                stream_handler=lambda r, w: asyncio.ensure_future(_echo(r, w)),
+                session_ticket_handler=lambda t: self.tickets.__setitem__(t.ticket, t),
+                session_ticket_fetcher=self.tickets.pop,
+                retry=retry,
+            )
+
+        self._loop = loop
+        self.server: QuicServer = loop.submit(start()).result(loop.wait)
+        assert self.server._transport is not None
+        self.address: tuple[str, int] = self.server._transport.get_extra_info("sockname")[:2]
 
     def close(self) -> None:
         self._loop.call(self.server.close)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from quichsd.model.family import FamilyModel, RequestCancelled, State
+from quichsd.model.family import FamilyModel, RequestCancelled, RequestHandle, State
 from quichsd.netlink import messages as m
 from quichsd.netlink.channel import ModelChannel
 from quichsd.netlink.constants import (
@@ -24,7 +24,7 @@ from quichsd.netlink.constants import (
 )
 from quichsd.netlink.errors import FamilyUnavailable, NetlinkCommandError
 from quichsd.netlink.family import HandshakeFamily, KernelCapabilities
-from quichsd.netlink.requests import X509Pair
+from quichsd.netlink.requests import AcceptedRequest, X509Pair
 
 WAIT = 2.0
 A = m.ACCEPT_NAMES
@@ -65,6 +65,25 @@ def sockets() -> Iterator[Callable[[], socket.socket]]:
         s.close()
 
 
+@pytest.fixture
+def handle(
+    model: FamilyModel,
+    open_family: Callable[..., HandshakeFamily],
+    sockets: Callable[[], socket.socket],
+) -> RequestHandle:
+    """One default request, submitted while a listener is joined (else ESRCH): the
+    common start of the cancel and DONE tests."""
+    open_family(join=True)
+    return model.submit(sockets())
+
+
+def accepted(agent: HandshakeFamily) -> AcceptedRequest:
+    """``agent.accept()`` where a request must be pending: ``None`` fails the test."""
+    req = agent.accept()
+    assert req is not None
+    return req
+
+
 def wait_ready(fam: HandshakeFamily) -> list[int]:
     import select
 
@@ -91,8 +110,7 @@ def test_resolve_join_submit_accept_done(
     assert wait_ready(listener) == [1]
 
     agent = open_family()
-    req = agent.accept()
-    assert req is not None
+    req = accepted(agent)
     try:
         assert req.sockfd not in (-1, consumer_sock.fileno())
         assert os.fstat(req.sockfd).st_ino == os.fstat(consumer_sock.fileno()).st_ino
@@ -127,8 +145,7 @@ def test_psk_request_and_failure_status(
         sockets(), MessageType.SERVERHELLO, AuthMode.PSK, peer_identities=[5, 6, 7]
     )
     agent = open_family()
-    req = agent.accept()
-    assert req is not None
+    req = accepted(agent)
     assert req.peer_identities == [5, 6, 7] and req.timeout_ms is None and req.peername is None
     agent.done(req.sockfd, errno.EACCES, [REMOTE_AUTH_MUTUAL])  # dropped: status != 0
     req.close()
@@ -170,8 +187,7 @@ def test_ready_buffered_while_accepting_on_the_same_socket(
     assert wait_ready(fam) == [1]
     model.submit(sockets())
     model.submit(sockets())  # two READYs now queued ahead of the ACCEPT reply
-    req = fam.accept()
-    assert req is not None
+    req = accepted(fam)
     assert fam.pending_ready()  # kept in userspace: poll on fileno() cannot see them
     assert [n.handler_class for n in fam.recv_ready()] == [1, 1]
     assert not fam.pending_ready()
@@ -243,12 +259,8 @@ def test_submit_twice_on_one_socket_is_ebusy(
 
 
 def test_cancel_pending_request(
-    model: FamilyModel,
-    open_family: Callable[..., HandshakeFamily],
-    sockets: Callable[[], socket.socket],
+    open_family: Callable[..., HandshakeFamily], handle: RequestHandle
 ) -> None:
-    open_family(join=True)
-    handle = model.submit(sockets())
     assert handle.cancel() is True
     assert open_family().accept() is None  # removed from the pending queue
     with pytest.raises(RequestCancelled):
@@ -257,15 +269,10 @@ def test_cancel_pending_request(
 
 
 def test_done_after_cancel_is_accepted_but_ignored(
-    model: FamilyModel,
-    open_family: Callable[..., HandshakeFamily],
-    sockets: Callable[[], socket.socket],
+    model: FamilyModel, open_family: Callable[..., HandshakeFamily], handle: RequestHandle
 ) -> None:
-    open_family(join=True)
-    handle = model.submit(sockets())
     agent = open_family()
-    req = agent.accept()
-    assert req is not None
+    req = accepted(agent)
     assert handle.cancel() is True
     agent.done(req.sockfd, 0)  # ACKed with 0, no completion
     req.close()
@@ -275,15 +282,10 @@ def test_done_after_cancel_is_accepted_but_ignored(
 
 
 def test_second_done_ignored_and_cancel_after_done_false(
-    model: FamilyModel,
-    open_family: Callable[..., HandshakeFamily],
-    sockets: Callable[[], socket.socket],
+    model: FamilyModel, open_family: Callable[..., HandshakeFamily], handle: RequestHandle
 ) -> None:
-    open_family(join=True)
-    handle = model.submit(sockets())
     agent = open_family()
-    req = agent.accept()
-    assert req is not None
+    req = accepted(agent)
     agent.done(req.sockfd, 0, [1])
     agent.done(req.sockfd, errno.EIO, [2])
     req.close()
@@ -292,13 +294,7 @@ def test_second_done_ignored_and_cancel_after_done_false(
     assert handle.cancel() is False
 
 
-def test_wait_times_out_without_done(
-    model: FamilyModel,
-    open_family: Callable[..., HandshakeFamily],
-    sockets: Callable[[], socket.socket],
-) -> None:
-    open_family(join=True)
-    handle = model.submit(sockets())
+def test_wait_times_out_without_done(handle: RequestHandle) -> None:
     with pytest.raises(TimeoutError):
         handle.wait(0.05)
 
@@ -341,18 +337,11 @@ def test_done_without_ack_reports_late_error(
     assert agent.late_errors[0].command == "DONE"
 
 
-def test_done_without_status_completes_with_eio(
-    model: FamilyModel,
-    open_family: Callable[..., HandshakeFamily],
-    sockets: Callable[[], socket.socket],
-) -> None:
-    open_family(join=True)
-    handle = model.submit(sockets())
+def test_done_without_status_completes_with_eio(model: FamilyModel, handle: RequestHandle) -> None:
     with ModelChannel(model.address) as chan:
         agent = HandshakeFamily(chan, reply_timeout=WAIT)
         agent.resolve()
-        req = agent.accept()
-        assert req is not None
+        req = accepted(agent)
         chan.send(
             m.encode(
                 m.donemsg,
@@ -394,8 +383,7 @@ def test_done_honours_probe_result(sockets: Callable[[], socket.socket]) -> None
         agent = HandshakeFamily.open_model(fm.address)
         with listener, agent:
             handle = fm.submit(sockets(), MessageType.SERVERHELLO, AuthMode.X509)
-            req = agent.accept()
-            assert req is not None
+            req = accepted(agent)
             agent.done(req.sockfd, 0, [9], tags=["mu-chap"])  # not probed: tag dropped
             assert handle.wait(WAIT) == (0, [9])
             req.close()
@@ -403,8 +391,7 @@ def test_done_honours_probe_result(sockets: Callable[[], socket.socket]) -> None
     with FamilyModel() as fm, HandshakeFamily.open_model(fm.address, join=True) as fam:
         fam.capabilities = KernelCapabilities(remote_peerids=True, session_tags=True)
         handle = fm.submit(sockets())
-        req = fam.accept()
-        assert req is not None
+        req = accepted(fam)
         with pytest.raises(NetlinkCommandError) as info:  # the kernel rejects TAG
             fam.done(req.sockfd, 0, tags=["x"])
         assert info.value.errno == errno.EINVAL

@@ -12,15 +12,13 @@ import errno
 import select
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
-from concurrent.futures import Future
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
-from aioquic.asyncio import QuicConnectionProtocol, connect, serve
-from aioquic.asyncio.server import QuicServer
+from aioquic.asyncio import QuicConnectionProtocol, connect
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.tls import SessionTicket as AioquicTicket
+from interop_support import AioquicServer, LoopThread
 
 from quichsd.model import ModelQuicListener, ModelQuicSocket, SockState, streams
 from quichsd.quic import sockopt
@@ -143,45 +141,11 @@ def _complete(log: list[Event]) -> HandshakeComplete:
 # -- an asyncio loop in a thread, for aioquic -----------------------------------------------
 
 
-class LoopThread:
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="aioquic-loop")
-        self._thread.start()
-
-    def submit(self, coro: Coroutine[Any, Any, Any]) -> Future[Any]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def call(self, fn: Callable[[], Any]) -> Any:
-        async def run() -> Any:
-            return fn()
-
-        return self.submit(run()).result(DEADLINE)
-
-    def stop(self) -> None:
-        async def drain() -> None:
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await asyncio.get_running_loop().shutdown_default_executor()
-
-        self.submit(drain()).result(DEADLINE)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(DEADLINE)
-        self.loop.close()
-
-
 @pytest.fixture
 def aio() -> Iterator[LoopThread]:
-    loop = LoopThread()
+    loop = LoopThread("aioquic", wait=DEADLINE)
     yield loop
     loop.stop()
-
-
-async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    writer.write(await reader.read())
-    writer.write_eof()
 
 
 @pytest.fixture
@@ -195,34 +159,6 @@ def no_leaks() -> Iterator[None]:
 
 
 # -- our client on the model, aioquic server ----------------------------------------------------
-
-
-class AioquicServer:
-    def __init__(self, aio: LoopThread, leaf: Issued, ca: Issued, *, retry: bool = False) -> None:
-        config = QuicConfiguration(is_client=False, alpn_protocols=[ALPN.decode()])
-        config.certificate = leaf.cert
-        config.private_key = leaf.key  # type: ignore[assignment]
-        config.certificate_chain = [ca.cert]
-        self.tickets: dict[bytes, AioquicTicket] = {}
-
-        async def start() -> QuicServer:
-            return await serve(
-                "127.0.0.1",
-                0,
-                configuration=config,
-                stream_handler=lambda r, w: asyncio.ensure_future(_echo(r, w)),
-                session_ticket_handler=lambda t: self.tickets.__setitem__(t.ticket, t),
-                session_ticket_fetcher=self.tickets.pop,
-                retry=retry,
-            )
-
-        self._aio = aio
-        self.server: QuicServer = aio.submit(start()).result(DEADLINE)
-        assert self.server._transport is not None
-        self.address: tuple[str, int] = self.server._transport.get_extra_info("sockname")[:2]
-
-    def close(self) -> None:
-        self._aio.call(self.server.close)
 
 
 def _echo_over(sock: ModelQuicSocket, message: bytes) -> bytes:

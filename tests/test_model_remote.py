@@ -19,17 +19,15 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable, Coroutine, Iterator, Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aioquic.asyncio import QuicConnectionProtocol, connect, serve
-from aioquic.asyncio.server import QuicServer
+from aioquic.asyncio import QuicConnectionProtocol, connect
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.tls import SessionTicket as AioquicTicket
+from interop_support import AioquicServer, LoopThread
 
 from quichsd import api
 from quichsd.model import ModelQuicListener, ModelQuicSocket, SockState, streams
@@ -273,72 +271,11 @@ def agents(no_leaks: None, context: Context) -> Iterator[tuple[Agent, Agent]]:
 # -- aioquic in a thread ---------------------------------------------------------------------
 
 
-class LoopThread:
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="aioquic-loop")
-        self._thread.start()
-
-    def submit(self, coro: Coroutine[Any, Any, Any]) -> Future[Any]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def call(self, fn: Callable[[], Any]) -> Any:
-        async def run() -> Any:
-            return fn()
-
-        return self.submit(run()).result(DEADLINE)
-
-    def stop(self) -> None:
-        async def drain() -> None:
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await asyncio.get_running_loop().shutdown_default_executor()
-
-        self.submit(drain()).result(DEADLINE)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(DEADLINE)
-        self.loop.close()
-
-
 @pytest.fixture
 def aio() -> Iterator[LoopThread]:
-    loop = LoopThread()
+    loop = LoopThread("aioquic", wait=DEADLINE)
     yield loop
     loop.stop()
-
-
-async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    writer.write(await reader.read())
-    writer.write_eof()
-
-
-class AioquicServer:
-    def __init__(self, aio: LoopThread, leaf: Issued, ca: Issued) -> None:
-        config = QuicConfiguration(is_client=False, alpn_protocols=[ALPN.decode()])
-        config.certificate = leaf.cert
-        config.private_key = leaf.key  # type: ignore[assignment]
-        config.certificate_chain = [ca.cert]
-        tickets: dict[bytes, AioquicTicket] = {}
-
-        async def start() -> QuicServer:
-            return await serve(
-                "127.0.0.1",
-                0,
-                configuration=config,
-                stream_handler=lambda r, w: asyncio.ensure_future(_echo(r, w)),
-                session_ticket_handler=lambda t: tickets.__setitem__(t.ticket, t),
-                session_ticket_fetcher=tickets.pop,
-            )
-
-        self._aio = aio
-        self.server: QuicServer = aio.submit(start()).result(DEADLINE)
-        assert self.server._transport is not None
-        self.address: tuple[str, int] = self.server._transport.get_extra_info("sockname")[:2]
-
-    def close(self) -> None:
-        self._aio.call(self.server.close)
 
 
 @pytest.fixture

@@ -199,6 +199,22 @@ def run_daemon_once(
     return proc.returncode, proc.stderr
 
 
+@dataclass(frozen=True)
+class _Submission:
+    """A request's parameters besides its socket, gathered once so that ``submit()``,
+    ``client_request()``, ``server_request()`` and ``client_requests()`` hand on one
+    value instead of repeating the same keywords."""
+
+    message_type: int
+    auth: str | int
+    timeout_ms: int | None
+    peer_identities: Sequence[int]
+    cert: int
+    privkey: int
+    peername: str | None
+    keyring: int | None
+
+
 @dataclass(eq=False)
 class _Tracked:
     request: Request
@@ -546,20 +562,29 @@ class DaemonRig:
         retry_for: float | None = None,
     ) -> RequestHandle:
         """``FamilyModel.submit`` that resubmits on EAGAIN for up to ``retry_for`` s."""
+        sub = _Submission(
+            message_type, auth, timeout_ms, peer_identities, cert, privkey, peername, keyring
+        )
+        return self._submit(sock, sub, retry_for)
+
+    def _submit(
+        self, sock: ExportedSocket | int, sub: _Submission, retry_for: float | None
+    ) -> RequestHandle:
+        """``submit()`` on gathered parameters: the one place that retries on EAGAIN."""
         deadline = time.monotonic() + (self.wait if retry_for is None else retry_for)
-        auth_mode = AUTH_MODES[auth] if isinstance(auth, str) else auth
+        auth_mode = AUTH_MODES[sub.auth] if isinstance(sub.auth, str) else sub.auth
         while True:
             try:
                 return self.family.submit(
                     sock,
-                    message_type,
+                    sub.message_type,
                     auth_mode,
-                    timeout_ms=timeout_ms,
-                    peer_identities=peer_identities,
-                    cert=cert,
-                    privkey=privkey,
-                    peername=peername,
-                    keyring=keyring,
+                    timeout_ms=sub.timeout_ms,
+                    peer_identities=sub.peer_identities,
+                    cert=sub.cert,
+                    privkey=sub.privkey,
+                    peername=sub.peername,
+                    keyring=sub.keyring,
                 )
             except OSError as exc:
                 if exc.errno != errno.EAGAIN or time.monotonic() > deadline:
@@ -591,18 +616,10 @@ class DaemonRig:
             config=config,
             server_name=server_name if server_name is not None else peername,
         )
-        return self._submit_socket(
-            sock,
-            message_type,
-            auth,
-            timeout_ms=timeout_ms,
-            peer_identities=peer_identities,
-            cert=cert,
-            privkey=privkey,
-            peername=peername,
-            keyring=keyring,
-            retry_for=retry_for,
+        sub = _Submission(
+            message_type, auth, timeout_ms, peer_identities, cert, privkey, peername, keyring
         )
+        return self._submit_socket(sock, sub, retry_for)
 
     def server_request(
         self,
@@ -621,53 +638,30 @@ class DaemonRig:
     ) -> Request:
         """The next connection from ``listener``, exported and submitted (SERVERHELLO)."""
         sock = listener.accept(timeout=self.wait if accept_timeout is None else accept_timeout)
-        return self._submit_socket(
-            sock,
-            message_type,
-            auth,
-            timeout_ms=timeout_ms,
-            peer_identities=peer_identities,
-            cert=cert,
-            privkey=privkey,
-            peername=peername,
-            keyring=keyring,
-            retry_for=retry_for,
+        sub = _Submission(
+            message_type, auth, timeout_ms, peer_identities, cert, privkey, peername, keyring
         )
+        return self._submit_socket(sock, sub, retry_for)
 
     def _submit_socket(
-        self,
-        sock: ModelQuicSocket,
-        message_type: int,
-        auth: str | int,
-        *,
-        timeout_ms: int | None,
-        peer_identities: Sequence[int],
-        cert: int,
-        privkey: int,
-        peername: str | None,
-        keyring: int | None,
-        retry_for: float | None,
+        self, sock: ModelQuicSocket, sub: _Submission, retry_for: float | None
     ) -> Request:
+        """Exports ``sock`` and submits it; on any failure closes both, so none leaks."""
         exported: ExportedSocket | None = None
         try:
             exported = export_socket(sock)
-            handle = self.submit(
-                exported,
-                message_type,
-                auth,
-                timeout_ms=timeout_ms,
-                peer_identities=peer_identities,
-                cert=cert,
-                privkey=privkey,
-                peername=peername,
-                keyring=keyring,
-                retry_for=retry_for,
-            )
+            handle = self._submit(exported, sub, retry_for)
         except BaseException:
             if exported is not None:
                 exported.close()
             sock.close()
             raise
+        return self._track(sock, handle, exported)
+
+    def _track(
+        self, sock: ModelQuicSocket, handle: RequestHandle, exported: ExportedSocket
+    ) -> Request:
+        """Records a submitted request, so that ``close()`` and ``finish()`` can end it."""
         request = Request(sock, handle)
         self._tracked.append(_Tracked(request, exported))
         return request
@@ -689,6 +683,16 @@ class DaemonRig:
         """A burst: ``count`` client sockets connected and exported first, then
         submitted back to back (resubmitting on EAGAIN)."""
         alpn = tuple(alpn)
+        sub = _Submission(
+            MessageType.CLIENTHELLO,
+            auth,
+            timeout_ms,
+            peer_identities,
+            cert,
+            privkey,
+            peername,
+            None,
+        )
         prepared: list[tuple[ModelQuicSocket, ExportedSocket]] = []
         requests: list[Request] = []
         try:
@@ -701,21 +705,9 @@ class DaemonRig:
                     raise
             while prepared:
                 sock, exported = prepared[0]
-                handle = self.submit(
-                    exported,
-                    MessageType.CLIENTHELLO,
-                    auth,
-                    timeout_ms=timeout_ms,
-                    peer_identities=peer_identities,
-                    cert=cert,
-                    privkey=privkey,
-                    peername=peername,
-                    retry_for=retry_for,
-                )
+                handle = self._submit(exported, sub, retry_for)
                 prepared.pop(0)
-                request = Request(sock, handle)
-                self._tracked.append(_Tracked(request, exported))
-                requests.append(request)
+                requests.append(self._track(sock, handle, exported))
         finally:
             for sock, exported in prepared:  # not submitted: an error cut the burst short
                 exported.close()
