@@ -50,18 +50,19 @@ ALL_SCENARIOS["nvme_failures[quichsd]"] = Scenario(
     env={"AGENT": AGENTS["quichsd"], "PORT": "4421", "THREADS": "4", "TERM_AFTER": "10"},
     timeout=240,
 )
-ALL_SCENARIOS["nvme_tls_psk_sha384[quichsd]"] = Scenario(
-    "nvme_tls_psk_sha384[quichsd]",
-    SCENARIOS / "nvme_tls_psk.sh",
-    env={"AGENT": AGENTS["quichsd"], "PORT": "4423", "MIB": "1", "HMAC": "2"},
-    timeout=240,
-)
-ALL_SCENARIOS["nvme_tls_psk_keyring[quichsd]"] = Scenario(
-    "nvme_tls_psk_keyring[quichsd]",
-    SCENARIOS / "nvme_tls_psk.sh",
-    env={"AGENT": AGENTS["quichsd"], "PORT": "4424", "MIB": "1", "HOST_KEYRING": "qd_host"},
-    timeout=240,
-)
+#: Variants of the NVMe PSK scenario with quichsd, 1 MiB each, on ports of their own: a SHA-384
+#: PSK, and the host's PSK in a keyring named by ACCEPT's KEYRING attribute.
+for variant, port, extra in (
+    ("sha384", "4423", {"HMAC": "2"}),
+    ("keyring", "4424", {"HOST_KEYRING": "qd_host"}),
+):
+    name = f"nvme_tls_psk_{variant}[quichsd]"
+    ALL_SCENARIOS[name] = Scenario(
+        name,
+        SCENARIOS / "nvme_tls_psk.sh",
+        env={"AGENT": AGENTS["quichsd"], "PORT": port, "MIB": "1", **extra},
+        timeout=240,
+    )
 ALL_SCENARIOS["systemd_unit"] = Scenario(
     "systemd_unit",
     SCENARIOS / "systemd_unit.sh",
