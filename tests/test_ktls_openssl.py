@@ -195,6 +195,22 @@ def test_openssl_client_against_our_server(
     assert bool(result.completion.peer_certificates) is with_cert
 
 
+def bio_handshake(
+    ctx: ssl.SSLContext, sock: socket.socket
+) -> tuple[ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO]:
+    """An OpenSSL client on memory BIOs, driven until its side of the handshake is done, so
+    the caller decides exactly which bytes go out next (its last flight is still queued)."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname=SERVER_NAME)
+    while True:
+        try:
+            tls.do_handshake()
+            return tls, incoming, outgoing
+        except ssl.SSLWantReadError:
+            sock.sendall(outgoing.read())
+            incoming.write(sock.recv(65536))
+
+
 def test_untrusted_openssl_client_gets_access_denied(
     files: Files, server_creds: CertificateCredentials
 ) -> None:
@@ -206,15 +222,7 @@ def test_untrusted_openssl_client_gets_access_denied(
     with loopback_pair() as (c, s):
 
         def client() -> None:
-            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-            tls = ctx.wrap_bio(incoming, outgoing, server_hostname=SERVER_NAME)
-            while True:
-                try:
-                    tls.do_handshake()
-                    break
-                except ssl.SSLWantReadError:
-                    c.sendall(outgoing.read())
-                    incoming.write(c.recv(65536))
+            tls, incoming, outgoing = bio_handshake(ctx, c)
             c.sendall(outgoing.read())
             incoming.write(c.recv(65536))
             try:
@@ -259,15 +267,7 @@ def test_data_right_behind_finished_stays_in_the_socket(
     with loopback_pair() as (c, s):
 
         def client() -> None:
-            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-            tls = ctx.wrap_bio(incoming, outgoing, server_hostname=SERVER_NAME)
-            while True:
-                try:
-                    tls.do_handshake()
-                    break
-                except ssl.SSLWantReadError:
-                    c.sendall(outgoing.read())
-                    incoming.write(c.recv(65536))
+            tls, _incoming, outgoing = bio_handshake(ctx, c)
             tls.write(b"right behind Finished")
             c.sendall(outgoing.read())  # Finished + data, one send
 
