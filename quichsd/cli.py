@@ -101,12 +101,15 @@ def _cmd_handshake(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="quichsd",
+        usage="%(prog)s [-h] [-c PATH] [-s] [-v] [COMMAND ...]",
         description="TLS handshake agent for Linux kernel QUIC and kTLS sockets: "
         "a drop-in for tlshd.",
         epilog=MAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-v", "--version", action="version", version=f"quichsd {__version__}")
+    # tlshd's own command line: without a COMMAND these are serve's options, so a unit or
+    # script written for tlshd works with only the program name changed.
+    _serve_options(parser, top_level=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = sub.add_parser(
@@ -123,20 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=SERVE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    serve.add_argument(
-        "-c",
-        "--config",
-        type=Path,
-        metavar="PATH",
-        help="configuration file (default: /etc/tlshd.conf if present, else /etc/tlshd/config)",
-    )
-    serve.add_argument("-s", "--stderr", action="store_true", help="also log to stderr")
-    serve.add_argument("-v", "--version", action="store_true", help="print the version")
+    _serve_options(serve, top_level=False)
     serve.add_argument("--model-family", metavar="ADDRESS", help=argparse.SUPPRESS)
     serve.add_argument("--model-quic", action="store_true", help=argparse.SUPPRESS)
     # tlshd's process model, for bench/daemon.py's comparison only.
     serve.add_argument("--fork-per-request", action="store_true", help=argparse.SUPPRESS)
-    serve.set_defaults(func=_cmd_serve)
+    serve.set_defaults(func=_cmd_serve, model_family=None, model_quic=False)
 
     check = sub.add_parser(
         "check",
@@ -235,6 +230,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _serve_options(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
+    """tlshd's options (-c, -s, -v), on ``serve`` and, for tlshd's command line, on the
+    top level. The top level's keep their own names (``top_*``): a subcommand's defaults
+    would overwrite values the top level parsed under the same name."""
+    prefix = "top_" if top_level else ""
+    parser.add_argument(
+        "-c", "--config", dest=f"{prefix}config", type=Path, metavar="PATH", help=CONFIG_HELP
+    )
+    parser.add_argument(
+        "-s", "--stderr", dest=f"{prefix}stderr", action="store_true",
+        help="also log to stderr",
+    )
+    parser.add_argument(
+        "-v", "--version", dest=f"{prefix}version", action="store_true",
+        help="print the version",
+    )
+    parser.set_defaults(fork_per_request=False)
+
+
 def _para(text: str) -> str:
     return textwrap.fill(text, 78)
 
@@ -242,7 +256,9 @@ def _para(text: str) -> str:
 CONFIG_HELP = "configuration file (default: /etc/tlshd.conf if present, else /etc/tlshd/config)"
 
 MAIN_EPILOG = """\
-Run "quichsd COMMAND --help" for a command's options.
+Without a COMMAND, quichsd serves with -c, -s and -v, as tlshd does: a unit or
+a script written for tlshd works with the program name changed. Run
+"quichsd COMMAND --help" for a command's options.
 
 files:
   /etc/tlshd/config         configuration: tlshd's, plus a [quichsd] section
@@ -281,11 +297,30 @@ environment:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
+    args, unknown = parser.parse_known_args(argv)
+    # An unknown option belongs to the command it follows: its usage, not the top level's.
+    command_parser = _command_parsers(parser).get(args.command or "", parser)
+    if unknown:
+        command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    top = (args.top_config, args.top_stderr, args.top_version)
+    if args.command is None:  # tlshd's command line: `quichsd [-c FILE] [-s] [-v]` is serve
+        args.config, args.stderr, args.version = top
+        args.model_family, args.model_quic = None, False
+        return _cmd_serve(args)
+    if args.command != "serve" and any(top):
+        parser.error(f"-c, -s and -v before a COMMAND are serve's; give {args.command}'s after it")
+    if args.command == "serve":
+        args.config = args.config or args.top_config
+        args.stderr = args.stderr or args.top_stderr
+        args.version = args.version or args.top_version
     return int(args.func(args))
+
+
+def _command_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def test_success_fields() -> None:
         "QUICHSD_PEER": "CN=server.test",
         "QUICHSD_ALPN": "echo",
         "QUICHSD_CIPHER": "TLS_AES_128_GCM_SHA256",
-        "QUICHSD_RESUMED": "1",
+        "QUICHSD_RESUMED": "yes",
         "QUICHSD_STATUS": "0",
         "QUICHSD_DURATION_MS": "12.300",
     }
@@ -80,6 +80,7 @@ def test_success_fields() -> None:
     assert SUCCESS.message().startswith(
         "request 7: quic client handshake with server.test succeeded"
     )
+    assert ", resumed yes, " in SUCCESS.message()
 
 
 def test_failure_fields() -> None:

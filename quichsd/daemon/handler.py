@@ -13,7 +13,7 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from quichsd.daemon import keyring
+from quichsd.daemon import journal, keyring
 from quichsd.daemon.identities import peer_subject, remote_auth
 from quichsd.daemon.protocol import Job, Outcome
 from quichsd.quic.aio import run_handshake_async
@@ -166,6 +166,7 @@ def _peer_address(sock: QuicSocket) -> str | None:
 
 
 async def run_job(job: Job, sock: QuicSocket) -> Outcome:
+    journal.set_level(journal.level_for(job.loglevel))
     if job.transport == "tcp":
         # Imported here: the TCP path builds on this module's credential helpers.
         from quichsd.ktls.job import run_tcp_job

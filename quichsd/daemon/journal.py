@@ -9,6 +9,14 @@
 * Elsewhere, syslog (``/dev/log``, facility ``auth`` like tlshd) when there is
   one.
 * ``-s``: plain text on stderr as well; stderr too when nothing else exists.
+  Each line carries its level: ``quichsd[PID]: warning: ...``, or sd-daemon's
+  ``<N>`` prefix when stderr is the journal's stream (``JOURNAL_STREAM`` names
+  it), which journald turns into the record's priority.
+
+Names that come from the network or the request (peer names, certificate
+subjects, PSK identities, ALPN, reasons quoting them) are escaped in every line
+and field (``escape``): a control character or newline in a peer name cannot
+forge or split a log line.
 
 A record never holds key material: the fields are built from the request's
 metadata and the outcome's names (cipher, ALPN, the peer's certificate
@@ -63,6 +71,44 @@ Fields = dict[str, str]
 Sender = Callable[[Fields], None]
 
 
+def escape(text: str) -> str:
+    """``text`` with every non-printable character (controls, newlines, DEL, C1, format
+    characters) as ``\\xNN`` / ``\\uNNNN``: one line, nothing for a terminal to act on.
+    Backslashes stay as they are, so escaping twice changes nothing."""
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if char.isprintable():
+            out.append(char)
+        elif ord(char) < 0x100:
+            out.append(f"\\x{ord(char):02x}")
+        elif ord(char) < 0x10000:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(f"\\U{ord(char):08x}")
+    return "".join(out)
+
+
+def peer_address(fd: int) -> str | None:
+    """The connected peer of socket ``fd`` as tlshd logs it (``192.0.2.1:2049``,
+    ``[2001:db8::1]:4420``); None for anything but a connected IPv4/IPv6 socket.
+    Borrows the fd (it stays open)."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        return None
+    try:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return None
+        host, port = sock.getpeername()[:2]
+    except OSError:
+        return None
+    finally:
+        sock.detach()
+    return f"[{host}]:{port}" if sock.family == socket.AF_INET6 else f"{host}:{port}"
+
+
 def priority_of(levelno: int) -> int:
     """The syslog priority for a ``logging`` level (DEBUG and below: 7)."""
     for level, priority in _PRIORITIES:
@@ -90,6 +136,8 @@ class HandshakeRecord:
     alpn: str | None = None
     peer: str | None = None
     resumed: bool = False
+    #: The peer's IP address and port (``peer_address``), when the socket has one.
+    address: str | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -100,18 +148,20 @@ class HandshakeRecord:
         return logging.INFO if self.succeeded else logging.WARNING
 
     def message(self) -> str:
+        """One line, as tlshd's: who (peer name and address), how it ended, how long."""
         ms = self.duration * 1000
-        with_whom = self.peername or "-"
+        with_whom = escape(self.peername or "-")
+        if self.address:
+            with_whom += f" ({self.address})"
+        head = f"request {self.request_id}: {self.transport} {self.role} handshake with {with_whom}"
         if self.succeeded:
             return (
-                f"request {self.request_id}: {self.transport} {self.role} handshake with "
-                f"{with_whom} succeeded: cipher {cipher_name(self.cipher)}, "
-                f"ALPN {self.alpn or '-'}, peer {self.peer or '-'}, resumed {self.resumed}, "
-                f"{ms:.1f} ms"
+                f"{head} succeeded: cipher {cipher_name(self.cipher)}, "
+                f"ALPN {escape(self.alpn or '-')}, peer {escape(self.peer or '-')}, "
+                f"resumed {yes_no(self.resumed)}, {ms:.1f} ms"
             )
         return (
-            f"request {self.request_id}: {self.transport} {self.role} handshake with "
-            f"{with_whom} failed: {self.reason or '-'} (status {self.status}, "
+            f"{head} failed: {escape(self.reason or '-')} (status {self.status}, "
             f"{errno.errorcode.get(self.status, '?')}), {ms:.1f} ms"
         )
 
@@ -127,17 +177,24 @@ class HandshakeRecord:
             "QUICHSD_DURATION_MS": f"{self.duration * 1000:.3f}",
         }
         if self.peername:
-            fields["QUICHSD_PEERNAME"] = self.peername
+            fields["QUICHSD_PEERNAME"] = escape(self.peername)
+        if self.address:
+            fields["QUICHSD_PEER_ADDRESS"] = self.address
         if self.succeeded:
             fields["QUICHSD_CIPHER"] = cipher_name(self.cipher)
-            fields["QUICHSD_ALPN"] = self.alpn or ""
-            fields["QUICHSD_PEER"] = self.peer or ""
-            fields["QUICHSD_RESUMED"] = "1" if self.resumed else "0"
+            fields["QUICHSD_ALPN"] = escape(self.alpn or "")
+            fields["QUICHSD_PEER"] = escape(self.peer or "")
+            fields["QUICHSD_RESUMED"] = yes_no(self.resumed)
         else:
             fields["QUICHSD_ERRNO"] = errno.errorcode.get(self.status, str(self.status))
             if self.reason:
-                fields["QUICHSD_REASON"] = self.reason
+                fields["QUICHSD_REASON"] = escape(self.reason)
         return {key: value for key, value in fields.items() if value != ""}
+
+
+def yes_no(flag: bool) -> str:
+    """How every output spells a yes/no outcome (``resumed yes``), as the manual CLI does."""
+    return "yes" if flag else "no"
 
 
 def cipher_name(cipher: int) -> str:
@@ -246,6 +303,7 @@ class JournalHandler(logging.Handler):
         level: int = logging.NOTSET,
     ) -> None:
         super().__init__(level)
+        self.setFormatter(EscapingFormatter())
         self.send = send
         self._owner = os.getpid()
         self._child_factory = child_send or NativeJournal
@@ -266,7 +324,7 @@ class JournalHandler(logging.Handler):
         }
         extra = getattr(record, FIELDS_ATTR, None)
         if isinstance(extra, Mapping):
-            fields.update({str(k): str(v) for k, v in extra.items()})
+            fields.update({str(k): escape(str(v)) for k, v in extra.items()})
         return fields
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -286,7 +344,41 @@ class JournalHandler(logging.Handler):
 # -- setup ---------------------------------------------------------------------------------------
 
 _TEXT_FORMAT = "quichsd[%(process)d]: %(message)s"
+_LEVEL_TEXT_FORMAT = "quichsd[%(process)d]: %(levelword)s: %(message)s"
+#: sd-daemon(3)'s prefix: journald reads the priority from it (SyslogLevelPrefix=yes).
+_JOURNAL_STREAM_FORMAT = "<%(priority)d>%(message)s"
 _OURS = "_quichsd_handler"
+_LEVEL_WORDS = {
+    logging.DEBUG: "debug",
+    logging.INFO: "info",
+    logging.WARNING: "warning",
+    logging.ERROR: "error",
+    logging.CRITICAL: "critical",
+}
+
+
+class EscapingFormatter(logging.Formatter):
+    """Formats the message with its arguments, then escapes it (``escape``); also offers
+    ``%(priority)d`` (syslog) and ``%(levelword)s`` (``warning``) to the format.
+    A traceback appended after it keeps its newlines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        values = dict(record.__dict__)
+        values["message"] = escape(record.message)
+        values["priority"] = priority_of(record.levelno)
+        values["levelword"] = _LEVEL_WORDS.get(record.levelno, record.levelname.lower())
+        return str(self._style._fmt) % values
+
+
+def stderr_is_journal(environ: Mapping[str, str] | None = None, fd: int = 2) -> bool:
+    """``JOURNAL_STREAM`` (``DEVICE:INODE``) names the stream that ``fd`` is."""
+    env = os.environ if environ is None else environ
+    device, _, inode = env.get("JOURNAL_STREAM", "").partition(":")
+    try:
+        st = os.fstat(fd)
+        return (st.st_dev, st.st_ino) == (int(device), int(inode))
+    except (OSError, ValueError):
+        return False
 
 
 def _mark(handler: logging.Handler) -> logging.Handler:
@@ -317,14 +409,15 @@ def _syslog_handler() -> logging.Handler | None:
         )
     except OSError:
         return None
-    handler.setFormatter(logging.Formatter(_TEXT_FORMAT))
+    handler.setFormatter(EscapingFormatter(_TEXT_FORMAT))  # the priority travels apart
     return handler
 
 
 def configure(level: int, to_stderr: bool, environ: Mapping[str, str] | None = None) -> list[str]:
     """Installs the ``quichsd`` logger's handlers; names the destinations chosen.
 
-    Replaces the handlers an earlier call installed (and only those).
+    Replaces the handlers an earlier call installed (and only those); ``set_level``
+    alone changes the level (a reload).
     """
     root = logging.getLogger("quichsd")
     root.setLevel(level)
@@ -342,8 +435,21 @@ def configure(level: int, to_stderr: bool, environ: Mapping[str, str] | None = N
             chosen.append(("syslog", syslog))
     if to_stderr or not chosen:
         stream = logging.StreamHandler()
-        stream.setFormatter(logging.Formatter(_TEXT_FORMAT))
+        to_journal = stderr_is_journal(environ)
+        stream.setFormatter(
+            EscapingFormatter(_JOURNAL_STREAM_FORMAT if to_journal else _LEVEL_TEXT_FORMAT)
+        )
         chosen.append(("stderr", stream))
     for _name, handler in chosen:
         root.addHandler(_mark(handler))
     return [name for name, _handler in chosen]
+
+
+def level_for(loglevel: int) -> int:
+    """``[debug] loglevel``: above 0, debug records too (tlshd's meaning)."""
+    return logging.DEBUG if loglevel > 0 else logging.INFO
+
+
+def set_level(level: int) -> None:
+    """The ``quichsd`` logger's level (``[debug] loglevel`` after a reload)."""
+    logging.getLogger("quichsd").setLevel(level)

@@ -48,8 +48,7 @@ class ServeOptions:
 
 def setup_logging(config: DaemonConfig, to_stderr: bool) -> None:
     """journald (structured) under systemd, else syslog; stderr too with ``-s``."""
-    level = logging.DEBUG if config.loglevel > 0 else logging.INFO
-    journal.configure(level, to_stderr)
+    journal.configure(journal.level_for(config.loglevel), to_stderr)
 
 
 def default_workers(config: DaemonConfig) -> int:
@@ -129,6 +128,9 @@ async def _run(service: HandshakeService, options: ServeOptions) -> None:
             log.error("reload failed, keeping the old configuration: %s", exc)
             lifecycle.reloaded("reload failed, previous configuration kept")
             return
+        # The parent's level now; workers forked from here on inherit it.
+        journal.set_level(journal.level_for(config.loglevel))
+        log.debug("debug records on ([debug] loglevel=%d)", config.loglevel)
         service.reload(config)
         log.info("configuration reloaded")
         lifecycle.reloaded()

@@ -29,6 +29,9 @@ class Job:
     keyring: int | None = None
     generation: int = 0
     x509: dict[str, str | None] = field(default_factory=dict)
+    #: ``[debug] loglevel`` of the configuration the job started with: a reload reaches
+    #: the workers' log level with their next job.
+    loglevel: int = 0
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ def encode_job(job: Job) -> bytes:
             "keyring": job.keyring,
             "generation": job.generation,
             "x509": job.x509,
+            "loglevel": job.loglevel,
         }
     ).encode()
 

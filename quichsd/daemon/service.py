@@ -81,6 +81,8 @@ class InFlight:
     peername: str | None
     deadline: float
     started: float
+    #: The peer's IP address for the log line (tlshd logs it too); None until known.
+    address: str | None = None
 
 
 @dataclass
@@ -252,6 +254,7 @@ class HandshakeService:
         except OSError as exc:
             self._complete(request_id, errno.EIO, reason=f"SO_PROTOCOL: {exc}")
             return
+        entry.address = journal.peer_address(request.sockfd)
         if entry.transport not in self.served_transports:
             self._complete(request_id, errno.EOPNOTSUPP, reason=f"{entry.transport} not served")
             return
@@ -268,6 +271,7 @@ class HandshakeService:
             keyring=request.keyring,
             generation=self.generation,
             x509=x509_files_for(config, role),
+            loglevel=config.loglevel,
         )
         try:
             self.pool.submit(job, request.sockfd)
@@ -357,5 +361,6 @@ def _log_handshake(
             alpn=done.alpn if done else None,
             peer=done.peer if done else None,
             resumed=bool(done and done.resumed),
+            address=entry.address,
         ),
     )

@@ -62,8 +62,8 @@ def _prepare_directory(path: Path, explicit: bool) -> bool:
     parent = path.parent
     if parent.is_dir():
         return True
-    if not explicit:
-        log.info(
+    if not explicit:  # the default path outside systemd: not worth a warning
+        log.debug(
             "status socket off: %s does not exist (systemd's RuntimeDirectory= creates it; "
             "or set [quichsd] status_socket)",
             parent,

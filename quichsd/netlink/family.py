@@ -336,8 +336,8 @@ class HandshakeFamily:
             session_tags=self._probe((DONE_NAMES[DoneAttr.TAG], PROBE_TAG)),
         )
         self.capabilities = caps
-        log.info(
-            "Kernel capabilities: session_tags=%s remote_peerids=%s",
+        log.debug(
+            "kernel capabilities: session_tags=%s remote_peerids=%s",
             caps.session_tags,
             caps.remote_peerids,
         )
