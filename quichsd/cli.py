@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     # tlshd's own command line: without a COMMAND these are serve's options, so a unit or
     # script written for tlshd works with only the program name changed.
     _serve_options(parser, top_level=True)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", prog="quichsd")
 
     serve = sub.add_parser(
         "serve",

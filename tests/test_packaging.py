@@ -190,8 +190,10 @@ def test_no_python_package_named_systemd() -> None:
 def test_systemd_python_needs_its_build_dependencies_in_bootstrap() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert any(d.startswith("systemd-python") for d in project["dependencies"])
-    apt = re.search(r"for pkg in ([^;]+); do", (REPO / "scripts" / "bootstrap").read_text())
-    assert apt and {"libsystemd-dev", "pkg-config"} <= set(apt.group(1).split())
+    apt = re.search(r"^packages=\(([^)]+)\)", (REPO / "scripts" / "bootstrap").read_text(), re.M)
+    # python3-venv (ensurepip) and python3-dev (Python.h): a pristine Debian has neither.
+    wanted = {"libsystemd-dev", "pkg-config", "python3-venv", "python3-dev", "libgnutls28-dev"}
+    assert apt and wanted <= set(apt.group(1).split())
 
 
 # -- the example configuration ------------------------------------------------------------------
