@@ -183,20 +183,36 @@ def build_parser() -> argparse.ArgumentParser:
         "--destdir", type=Path, metavar="DIR", help="staging root (packaging), like DESTDIR"
     )
     install.add_argument(
-        "--unit-dir", type=Path, default=Path("/etc/systemd/system"), metavar="DIR"
+        "--unit-dir",
+        type=Path,
+        default=Path("/etc/systemd/system"),
+        metavar="DIR",
+        help="where quichsd.service goes (default: %(default)s; a package: "
+        "/usr/lib/systemd/system)",
     )
     install.add_argument(
-        "--config-path", type=Path, default=Path("/etc/tlshd/config"), metavar="PATH"
+        "--config-path",
+        type=Path,
+        default=Path("/etc/tlshd/config"),
+        metavar="PATH",
+        help="where the example configuration goes unless a file is there "
+        "(default: %(default)s)",
     )
     install.add_argument(
-        "--man-dir", type=Path, default=Path("/usr/local/share/man"), metavar="DIR"
+        "--man-dir",
+        type=Path,
+        default=Path("/usr/local/share/man"),
+        metavar="DIR",
+        help="man page root; pages go to DIR/man8 and DIR/man5 (default: %(default)s)",
     )
     install.add_argument("--no-man", action="store_true", help="skip the man pages")
     install.add_argument(
         "--exec",
         dest="exec_path",
         metavar="PATH",
-        help="the quichsd executable for ExecStart= (default: this one)",
+        help="absolute path of the quichsd executable for ExecStart= (default: the one "
+        "running this command; a package: where it installs the script, e.g. "
+        "/usr/sbin/quichsd)",
     )
     install.set_defaults(func=_cmd_install_service)
 

@@ -40,8 +40,11 @@ def _aioquic_server(cert: Path, key: Path) -> tuple[asyncio.AbstractEventLoop, t
 def run_daemon_demo() -> int:
     try:
         from quichsd.model.rig import DaemonRig, config_text
-    except ImportError as exc:  # aioquic is a test extra
-        print(f"quichsd: the daemon demo needs the test extras (pip install .[test]): {exc}")
+    except ImportError as exc:  # aioquic: the userspace extra
+        print(
+            "quichsd: the daemon demo needs the userspace extra "
+            f"(pip install 'quichsd[userspace]'): {exc}"
+        )
         return 1
     tmp = Path(tempfile.mkdtemp(prefix="quichsd-demo-"))
     ca = make_ca()
@@ -59,17 +62,20 @@ def run_daemon_demo() -> int:
     )
     ok = True
     try:
-        with DaemonRig() as rig:
-            rig.write_config(
-                config_text(
-                    client={"x509.truststore": str(tmp / "ca.pem")}, status_socket=rig.status_socket
-                )
+        rig = DaemonRig()
+        # Written before the daemon starts: it reads it once, as at boot (no reload).
+        rig.write_config(
+            config_text(
+                client={"x509.truststore": str(tmp / "ca.pem")}, status_socket=rig.status_socket
             )
-            rig.reload()
+        )
+        with rig:
             print(
-                f"daemon pid {rig.pid} serving the handshake-family model; "
-                f"aioquic server on {address[0]}:{address[1]}"
+                f"quichsd serve (pid {rig.pid}) joined the handshake-family model; "
+                f"an aioquic server listens on {address[0]}:{address[1]}."
             )
+            print("The model submits two client requests, as the kernel would; DONE is")
+            print("the daemon's answer (status 0, or the errno the kernel consumer sees):")
             for label, name in cases:
                 request = rig.client_request(address, "x509", peername=name)
                 done = request.handle.wait(15)
@@ -83,7 +89,7 @@ def run_daemon_demo() -> int:
                 f"{counts.dones} DONEs"
             )
             rig.wait_for_log(f"request {len(cases)}:", timeout=5)
-            print("daemon log:")
+            print("The daemon's own log (-s; under systemd these go to the journal):")
             for line in rig.log().splitlines():
                 print("  " + line)
     finally:

@@ -146,3 +146,20 @@ def install(
             "(after systemctl disable --now tlshd, if it runs)"
         )
     return done
+
+
+def example_config_for_run(scratch: Path, etc: Path = Path("/etc")) -> Path | None:
+    """For ``make run`` on a machine with no tlshd configuration (tlshd and ``quichsd
+    serve`` refuse to start without one): the example, written to ``scratch`` (0600).
+    None when ``etc`` has ``tlshd.conf`` or ``tlshd/config``: that one is used."""
+    if (etc / "tlshd.conf").exists() or (etc / CONFIG_PATH.relative_to("/etc")).exists():
+        return None
+    _write(scratch, find_sources().example.read_bytes(), 0o600)
+    return scratch
+
+
+if __name__ == "__main__":  # scripts/run: python -m quichsd.install example-config PATH
+    if len(sys.argv) != 3 or sys.argv[1] != "example-config":
+        sys.exit("usage: python -m quichsd.install example-config PATH")
+    written = example_config_for_run(Path(sys.argv[2]))
+    print(written or "")
