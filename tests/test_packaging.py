@@ -9,6 +9,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tarfile
 import tomllib
 import zipfile
 from pathlib import Path
@@ -86,6 +87,49 @@ def test_wheel_contents(wheel: Path) -> None:
     ):
         assert f"{data}/{name}" in names, name
     assert "Requires-Dist: systemd-python" in metadata
+
+
+def _tracked(*folders: str) -> set[str]:
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--", *folders], cwd=REPO, capture_output=True, timeout=60
+    )
+    if listed.returncode != 0:
+        pytest.skip("git cannot list the checkout's files")
+    return {name for name in listed.stdout.decode().split("\0") if name}
+
+
+def test_sdist_carries_what_the_tests_need(tmp_path: Path) -> None:
+    """A packager runs the tests from the sdist: conftest.py, the *_support modules, the
+    VM floor (tests/vm, vm/), the scripts, the man pages, the license; no build output."""
+    source = tmp_path / "source"
+    for name in _tracked("."):
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
+    out = tmp_path / "dist"
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from setuptools import build_meta as b; "
+            "print(b.build_sdist(sys.argv[1]))",
+            str(out),
+        ],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        timeout=PIP_TIMEOUT,
+    )
+    assert build.returncode == 0, build.stderr[-2000:]
+    (sdist,) = out.glob("quichsd-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        top = archive.getnames()[0].split("/")[0]
+        names = {n.partition("/")[2] for n in archive.getnames()}
+    wanted = _tracked("tests", "vm", "scripts", "docs/man", "etc", "systemd", "quichsd")
+    wanted |= {"LICENSE", "Makefile", "README.md", "pyproject.toml", "setup.py"}
+    assert {"tests/conftest.py", "tests/ops_support.py", "tests/vm/rig.py"} <= wanted
+    assert not sorted(wanted - names), top
+    assert not [n for n in names if n.endswith((".o", ".so", ".pyc"))]
 
 
 def _unpack(wheel: Path, prefix: Path) -> Path:
