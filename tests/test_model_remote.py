@@ -16,6 +16,8 @@ import os
 import select
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -647,37 +649,50 @@ def test_our_engine_on_both_ends_in_two_children(agents: tuple[Agent, Agent]) ->
 
 
 class Daemon:
-    """quichsd's HandshakeService in a forked process, on the family model, in model mode."""
+    """quichsd's HandshakeService in its own process, on the family model, in model mode.
+
+    Spawned, not forked: this test process runs threads (the family model, exported
+    sockets, the aioquic loop), and a fork() copies whatever locks they hold at that
+    instant into a child that can then deadlock (Python 3.12+ warns about it)."""
 
     def __init__(self, address: str, files: dict[str, Path]) -> None:
         parent, child = socket.socketpair()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the daemon
-            code = 1
-            try:
-                parent.close()
-                code = _daemon_main(address, files, child)
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                os._exit(code)
-        child.close()
-        self.pid = pid
-        ready, _, _ = select.select([parent], [], [], DEADLINE)
-        assert ready and parent.recv(16) == b"ready", "the daemon did not start"
-        parent.close()
+        with child:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    "import sys; sys.path.insert(0, sys.argv[1]); "
+                    "import test_model_remote as t; sys.exit(t._daemon_entry(sys.argv[2:]))",
+                    str(Path(__file__).resolve().parent),
+                    address,
+                    json.dumps({name: str(path) for name, path in files.items()}),
+                    str(child.fileno()),
+                ],
+                pass_fds=[child.fileno()],
+            )
+        with parent:
+            ready, _, _ = select.select([parent], [], [], DEADLINE)
+            assert ready and parent.recv(16) == b"ready", "the daemon did not start"
 
     def stop(self) -> int:
-        os.kill(self.pid, signal.SIGTERM)
-        deadline = time.monotonic() + DEADLINE * 2
-        while time.monotonic() < deadline:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                return os.waitstatus_to_exitcode(status)
-            time.sleep(0.02)
-        os.kill(self.pid, signal.SIGKILL)
-        os.waitpid(self.pid, 0)
-        raise AssertionError("the daemon did not stop on SIGTERM")
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(DEADLINE * 2)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError("the daemon did not stop on SIGTERM") from None
+
+
+def _daemon_entry(argv: Sequence[str]) -> int:  # pragma: no cover - the daemon
+    address, files, fd = argv
+    started = socket.socket(fileno=int(fd))
+    try:
+        return _daemon_main(address, {k: Path(v) for k, v in json.loads(files).items()}, started)
+    except BaseException:
+        traceback.print_exc()
+        return 1
 
 
 def _daemon_main(
