@@ -9,7 +9,8 @@ on the way.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -215,3 +216,17 @@ def exchange_engines(
 @pytest.fixture(scope="session")
 def exchange() -> Exchange:
     return exchange_engines
+
+
+@pytest.fixture
+def restore_quichsd_logger() -> Iterator[logging.Logger]:
+    """The ``quichsd`` logger, given back afterwards with only its earlier handlers and
+    level (tests that call ``journal.configure``)."""
+    logger = logging.getLogger("quichsd")
+    handlers, level = list(logger.handlers), logger.level
+    yield logger
+    for handler in list(logger.handlers):
+        if handler not in handlers:
+            logger.removeHandler(handler)
+            handler.close()
+    logger.setLevel(level)

@@ -191,19 +191,7 @@ def test_forked_child_does_not_use_the_parents_sender(tmp_path: Path) -> None:
     assert json.loads(child_file.read_text())["MESSAGE"] == "from the child"
 
 
-@pytest.fixture
-def restore_quichsd_logger() -> Iterator[None]:
-    logger = logging.getLogger("quichsd")
-    handlers, level = list(logger.handlers), logger.level
-    yield None
-    for handler in list(logger.handlers):
-        if handler not in handlers:
-            logger.removeHandler(handler)
-            handler.close()
-    logger.setLevel(level)
-
-
-def test_destinations(restore_quichsd_logger: None, tmp_path: Path) -> None:
+def test_destinations(restore_quichsd_logger: logging.Logger, tmp_path: Path) -> None:
     sink = str(tmp_path / "sink.jsonl")
     assert configure(logging.INFO, True, {journal.SINK_ENV: sink}) == ["journal", "stderr"]
     assert configure(logging.INFO, False, {journal.SINK_ENV: sink}) == ["journal"]

@@ -14,7 +14,6 @@ import os
 import socket
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -88,18 +87,6 @@ def test_peer_address_of_a_connected_socket(family: int, host: str) -> None:
     with socket.socket() as unconnected:
         assert peer_address(unconnected.fileno()) is None
     assert peer_address(10_000) is None
-
-
-@pytest.fixture
-def restore_quichsd_logger() -> Iterator[logging.Logger]:
-    logger = logging.getLogger("quichsd")
-    handlers, level = list(logger.handlers), logger.level
-    yield logger
-    for handler in list(logger.handlers):
-        if handler not in handlers:
-            logger.removeHandler(handler)
-            handler.close()
-    logger.setLevel(level)
 
 
 def _stderr_lines(logger: logging.Logger, environ: dict[str, str]) -> list[str]:
