@@ -173,3 +173,29 @@ def test_daemon_logs_the_peer_address_escapes_the_peer_name_and_reloads_its_leve
     assert record["QUICHSD_PEER_ADDRESS"] == f"127.0.0.1:{port}"
     assert record["QUICHSD_PEERNAME"] == HOSTILE_ESCAPED
     assert HOSTILE_ESCAPED in record["MESSAGE"] and "\n" not in record["MESSAGE"]
+
+
+def test_no_status_socket_notice_outside_systemd_unless_asked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The default /run/quichsd/status.sock without systemd's RuntimeDirectory=: a debug
+    record only; a status_socket the configuration names: its directory is made."""
+    from quichsd.daemon.status import StatusServer
+
+    default = tmp_path / "run-quichsd" / "status.sock"  # stands for /run/quichsd, absent
+    caplog.set_level(logging.DEBUG, logger="quichsd")
+
+    async def start(path: Path, explicit: bool) -> bool:
+        server = await StatusServer.start(path, lambda: {}, explicit=explicit)  # type: ignore
+        if server is None:
+            return False
+        await server.close()
+        return True
+
+    assert not asyncio.run(start(default, explicit=False))
+    notices = [r for r in caplog.records if "status socket off" in r.getMessage()]
+    assert [r.levelno for r in notices] == [logging.DEBUG]
+    asked = tmp_path / "asked" / "status.sock"
+    assert asyncio.run(start(asked, explicit=True))
+    loud = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert not [r for r in loud if "status" in r.getMessage()]
