@@ -173,8 +173,15 @@ def glib_dump(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("needs libglib2.0-dev (scripts/bootstrap installs it)")
     binary = tmp_path_factory.mktemp("glib") / "keyfile_dump"
     subprocess.run(
-        ["gcc", "-O1", "-Wall", "-o", str(binary), str(HERE / "glib" / "keyfile_dump.c")]
-        + flags.stdout.split(),
+        [
+            "gcc",
+            "-O1",
+            "-Wall",
+            "-o",
+            str(binary),
+            str(HERE / "glib" / "keyfile_dump.c"),
+            *flags.stdout.split(),
+        ],
         check=True,
     )
     return binary

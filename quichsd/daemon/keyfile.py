@@ -7,7 +7,7 @@ that reader in Python, on bytes, with line numbers kept for error messages.
 ``tests/test_keyfile_glib.py`` holds it to GLib's own ``GKeyFile`` (a small C
 program built against the installed GLib) over a corpus of files.
 
-GLib's rules, as they apply here (docs/CONFIGURATION.md has the list):
+GLib's rules (docs/man/quichsd.conf.5 gives them to users):
 
 * lines end at ``\\n``; a ``\\r`` just before it is dropped; a NUL ends what
   GLib reads of a line;
@@ -194,7 +194,9 @@ class KeyFile:
                 rest = full[len(line) - len(start) :]
                 name = rest[1 : rest.rindex(b"]")].split(b"\0", 1)[0]
                 if not _is_group_name(name):
-                    raise KeyFileError(ErrorCode.PARSE, f"invalid group name {_show(name)}", number)
+                    raise KeyFileError(
+                        ErrorCode.PARSE, f"invalid section name {_show(name)}", number
+                    )
                 current = keyfile.groups.setdefault(name, {})
                 if first is None:
                     first = current
@@ -203,14 +205,16 @@ class KeyFile:
             if equals <= 0:
                 raise KeyFileError(
                     ErrorCode.PARSE,
-                    f"expected 'key=value' or '[group]', got {_show(start.rstrip(_SPACE))}",
+                    f"expected 'key=value' or '[section]', got {_show(start.rstrip(_SPACE))}",
                     number,
                 )
             key = start[:equals].rstrip(_SPACE)
             raw = start[equals + 1 :].lstrip(_SPACE)
             if current is None:
                 raise KeyFileError(
-                    ErrorCode.GROUP_NOT_FOUND, f"key {_show(key)} comes before any [group]", number
+                    ErrorCode.GROUP_NOT_FOUND,
+                    f"key {_show(key)} comes before any [section]",
+                    number,
                 )
             if not _is_key_name(key):
                 raise KeyFileError(ErrorCode.PARSE, f"invalid key name {_show(key)}", number)
@@ -238,6 +242,16 @@ class KeyFile:
             raise KeyFileError(ErrorCode.KEY_NOT_FOUND, f"no key {key!r} in [{group}]")
         return entry
 
+    def raw_text(self, group: str, key: str) -> str:
+        """The raw value as text, as ``g_key_file_get_integer()`` parses it (no escapes)."""
+        entry = self.entry(group, key)
+        try:
+            return entry.raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise KeyFileError(
+                ErrorCode.UNKNOWN_ENCODING, "value is not valid UTF-8", entry.line
+            ) from None
+
     def string(self, group: str, key: str) -> str:
         """``g_key_file_get_string()``: UTF-8, escapes resolved."""
         return self._unescaped(group, key, as_list=False)[0]
@@ -247,15 +261,11 @@ class KeyFile:
         return self._unescaped(group, key, as_list=True)
 
     def _unescaped(self, group: str, key: str, as_list: bool) -> list[str]:
-        entry = self.entry(group, key)
+        text = self.raw_text(group, key)
         try:
-            return _unescape(entry.raw.decode("utf-8"), as_list)
-        except UnicodeDecodeError:
-            raise KeyFileError(
-                ErrorCode.UNKNOWN_ENCODING, "value is not valid UTF-8", entry.line
-            ) from None
+            return _unescape(text, as_list)
         except KeyFileError as exc:
-            raise KeyFileError(exc.code, exc.message, entry.line) from None
+            raise KeyFileError(exc.code, exc.message, self.entry(group, key).line) from None
 
     def _group(self, group: str) -> dict[bytes, Entry]:
         keys = self.groups.get(group.encode("utf-8", "surrogateescape"))
