@@ -20,7 +20,8 @@ from pathlib import Path
 from quichsd import __version__
 from quichsd.daemon import journal, keyring
 from quichsd.daemon.config import ConfigError, DaemonConfig, load_config
-from quichsd.daemon.metrics import Snapshot, snapshot
+from quichsd.daemon.metrics import Snapshot
+from quichsd.daemon.metrics_snapshot import snapshot
 from quichsd.daemon.notify import Lifecycle, Notifier, status_line
 from quichsd.daemon.service import HandshakeService, transport_of
 from quichsd.daemon.status import DEFAULT_SOCKET, StatusServer
