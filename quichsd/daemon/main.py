@@ -26,7 +26,8 @@ from quichsd.daemon.notify import Lifecycle, Notifier, status_line
 from quichsd.daemon.service import HandshakeService, transport_of
 from quichsd.daemon.status import DEFAULT_SOCKET, StatusServer
 from quichsd.netlink import FamilyUnavailable, HandshakeFamily
-from quichsd.tls import gnutls_version
+from quichsd.netlink import trace as netlink_trace
+from quichsd.tls import debuglog, gnutls_version
 
 log = logging.getLogger("quichsd")
 
@@ -53,6 +54,19 @@ def setup_logging(config: DaemonConfig, to_stderr: bool) -> None:
     journal.configure(level, to_stderr)
 
 
+def apply_debug(config: DaemonConfig) -> None:
+    """``[debug] tls`` and ``nl``, as tlshd applies them at start and on reload."""
+    netlink_trace.set_level(config.netlink_debug)
+    used = debuglog.set_gnutls_debug(config.tls_debug)
+    if used != config.tls_debug:
+        log.warning(
+            "[debug] tls=%d: GnuTLS logs key material from level %d; using %d",
+            config.tls_debug,
+            debuglog.MAX_LEVEL + 1,
+            used,
+        )
+
+
 def default_workers(config: DaemonConfig) -> int:
     return config.workers or max(2, os.cpu_count() or 2)
 
@@ -67,6 +81,7 @@ def serve(options: ServeOptions) -> int:
     log.info("quichsd %s on GnuTLS %s", __version__, gnutls_version())
     for warning in config.warnings:
         log.warning("%s", warning)
+    apply_debug(config)
     for name, outcome in keyring.link_keyrings(config.keyrings).items():
         log.debug("keyring %s: %s", name, outcome)
     try:
@@ -130,6 +145,7 @@ async def _run(service: HandshakeService, options: ServeOptions) -> None:
             log.error("reload failed, keeping the old configuration: %s", exc)
             lifecycle.reloaded("reload failed, previous configuration kept")
             return
+        apply_debug(config)
         service.reload(config)
         log.info("configuration reloaded")
         lifecycle.reloaded()

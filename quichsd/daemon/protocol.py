@@ -29,6 +29,8 @@ class Job:
     keyring: int | None = None
     generation: int = 0
     x509: dict[str, str | None] = field(default_factory=dict)
+    #: ``[debug] tls`` of the job's configuration: GnuTLS's log level in the worker.
+    tls_debug: int = 0
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ def encode_job(job: Job) -> bytes:
             "keyring": job.keyring,
             "generation": job.generation,
             "x509": job.x509,
+            "tls_debug": job.tls_debug,
         }
     ).encode()
 

@@ -268,6 +268,7 @@ class HandshakeService:
             keyring=request.keyring,
             generation=self.generation,
             x509=x509_files_for(config, role),
+            tls_debug=config.tls_debug,
         )
         try:
             self.pool.submit(job, request.sockfd)
