@@ -12,6 +12,7 @@ escaping, ``# EOF``).  The families and their meaning are those
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -92,33 +93,29 @@ class SnapshotCollector(Collector):
         )
         for name, help_text, section, key in _GAUGES:
             yield GaugeMetricFamily(name, help_text, value=int(snap[section][key]))
-        yield self._handshakes(snap)
-        yield self._failures(snap)
+        yield self._by_request(
+            "quichsd_handshakes",
+            "Handshakes by transport, role and outcome (the DONE status: 0 is success).",
+            "outcome",
+            snap["handshakes"],
+        )
+        yield self._by_request(
+            "quichsd_handshake_failures",
+            "Failed handshakes by transport, role and the errno reported in DONE.",
+            "errno",
+            snap["failures"],
+        )
         yield self._latency(snap)
 
     @staticmethod
-    def _handshakes(snap: Snapshot) -> Metric:
-        family = CounterMetricFamily(
-            "quichsd_handshakes",
-            "Handshakes by transport, role and outcome (the DONE status: 0 is success).",
-            labels=["transport", "role", "outcome"],
-        )
-        for h in snap["handshakes"]:
+    def _by_request(name: str, help_text: str, label: str, rows: list[Any]) -> Metric:
+        """A counter labelled transport, role and ``label``, a series per snapshot row."""
+        family = CounterMetricFamily(name, help_text, labels=["transport", "role", label])
+        for row in rows:
             family.add_metric(
-                [h["transport"], h["role"], h["outcome"]], int(h["count"]), created=h["created"]
-            )
-        return family
-
-    @staticmethod
-    def _failures(snap: Snapshot) -> Metric:
-        family = CounterMetricFamily(
-            "quichsd_handshake_failures",
-            "Failed handshakes by transport, role and the errno reported in DONE.",
-            labels=["transport", "role", "errno"],
-        )
-        for f in snap["failures"]:
-            family.add_metric(
-                [f["transport"], f["role"], f["errno"]], int(f["count"]), created=f["created"]
+                [row["transport"], row["role"], row[label]],
+                int(row["count"]),
+                created=float(row["created"]),
             )
         return family
 
