@@ -182,6 +182,7 @@ class KeyFile:
             data = data.encode("utf-8", "surrogateescape")
         keyfile = cls()
         current: dict[bytes, Entry] | None = None
+        current_name = b""
         first: dict[bytes, Entry] | None = None
         for number, full in _lines(data):
             line = full.split(b"\0", 1)[0]
@@ -197,7 +198,7 @@ class KeyFile:
                     raise KeyFileError(
                         ErrorCode.PARSE, f"invalid section name {_show(name)}", number
                     )
-                current = keyfile.groups.setdefault(name, {})
+                current, current_name = keyfile.groups.setdefault(name, {}), name
                 if first is None:
                     first = current
                 continue
@@ -224,8 +225,9 @@ class KeyFile:
                 )
             earlier = current.get(key)
             if earlier is not None:
-                group = next(name for name, keys in keyfile.groups.items() if keys is current)
-                keyfile.repeats.append(Repeat(_name(group), _name(key), earlier.line, number))
+                keyfile.repeats.append(
+                    Repeat(_name(current_name), _name(key), earlier.line, number)
+                )
             current[key] = Entry(raw, number)
         return keyfile
 
