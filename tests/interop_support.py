@@ -614,9 +614,6 @@ class Peer:
     #: Why its client cannot resume with our tickets (a strict xfail), if it cannot.
     client_resumption_bug: str | None = None
 
-    def __str__(self) -> str:
-        return self.package
-
 
 AIOQUIC = Peer("aioquic", alpn_refusal_alert=ALERT_NO_APPLICATION_PROTOCOL)
 QH3 = Peer(
