@@ -51,7 +51,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from quichsd.daemon.config import ConfigError, load_config
-    from quichsd.daemon.metrics import render_table
+    from quichsd.daemon.metrics_table import render_table
     from quichsd.daemon.status import DEFAULT_SOCKET, StatusUnavailable, query, query_snapshot
 
     path = args.socket

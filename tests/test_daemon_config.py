@@ -17,7 +17,7 @@ nl=2
 delay_done=0
 
 [authenticate]
-keyrings=.mykeys; other ;
+keyrings=.mykeys;other;
 
 [authenticate.client]
 x509.truststore=/etc/pki/ca.pem
@@ -69,14 +69,22 @@ def test_empty_file_gives_defaults() -> None:
         ("[debug]\nloglevel=-1\n", "example:2: [debug] loglevel: must not be negative"),
         ("loglevel=1\n", "example:1: key 'loglevel' comes before any [section]"),
         ("[debug]\nnonsense line\n", "example:2: expected 'key=value'"),
-        ("[debug]\ntls=1\ntls=2\n", "example:3: [debug] tls is set twice"),
         ("[quichsd]\nhandshake_timeout=0\n", "positive number of seconds"),
         ("[quichsd]\nshutdown_grace=soon\n", "'soon' is not a number of seconds"),
         ("[authenticate.client]\nx509.certificate=\n", "example:2: [authenticate.client] "),
-        ("[debug]\nloglevel=1\\q\n", "invalid escape"),
+        ("[debug]\nloglevel=1\\q\n", "example:2: [debug] loglevel: '1\\\\q' is not an integer"),
+        (
+            "[authenticate.client]\nx509.crl=/a\\q\n",
+            "example:2: [authenticate.client] x509.crl: invalid escape sequence '\\q'",
+        ),
+        ("[authenticate]\nkeyrings=a\\\n", "example:2: [authenticate] keyrings: escape character"),
+        (b"[authenticate.client]\nx509.crl=\xff\n", "x509.crl: value is not valid UTF-8"),
+        ("[debug]\ntls=1\n[Debug]\n[a\tb]\n", "example:4: invalid section name 'a\\tb'"),
+        ("[debug]\nk]=1\n", "example:2: invalid key name 'k]'"),
+        ("[debug]\nEncoding=latin1\n", "example:2: unsupported encoding 'latin1'"),
     ],
 )
-def test_bad_files_name_file_line_and_key(text: str, message: str) -> None:
+def test_bad_files_name_file_line_and_key(text: str | bytes, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(text, "example")
     assert message in str(info.value)
@@ -91,6 +99,29 @@ def test_unknown_keys_are_warnings_not_errors() -> None:
 def test_escapes_and_comments() -> None:
     config = parse_config("# c\n[authenticate.client]\nx509.certificate=/a\\sb\n", "f")
     assert config.client.certificate == Path("/a b")
+
+
+def test_read_as_glib_reads_it() -> None:
+    """The cases where our old reader and GLib (so tlshd) disagreed."""
+    text = (
+        "[authenticate]\nkeyrings=a\\;b;c; d ;;\n"
+        "[debug]\ntls=1\n"
+        "[authenticate.client]\nx509.certificate=/etc/pki/c.pem  \n"
+        "[debug]\ntls=2\n"
+    )
+    config = parse_config(text, "f")
+    assert config.keyrings == ("a;b", "c", " d ")  # GLib's items, verbatim; empty names dropped
+    assert config.tls_debug == 2  # a key set again: the last value wins
+    assert config.client.certificate == Path("/etc/pki/c.pem  ")  # GLib keeps trailing spaces
+    assert config.warnings == ("f:8: [debug] tls set again (line 4): the last value wins",)
+
+
+def test_bytes_that_are_not_utf8_outside_values(tmp_path: Path) -> None:
+    path = tmp_path / "config"
+    path.write_bytes(b"# caf\xe9 latin-1 comment\n[debug]\nloglevel=2\n[x\xff]\nk=1\n")
+    config = load_config(path)
+    assert config.loglevel == 2
+    assert config.warnings == (f"{path}:5: unknown key [x\udcff] k ignored",)
 
 
 def test_load_names_a_missing_file(tmp_path: Path) -> None:

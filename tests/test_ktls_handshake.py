@@ -26,7 +26,7 @@ from ktls_support import (
 )
 
 import quichsd.ktls.session as session_module
-from quichsd.ktls import TcpCredentials, install_ktls, run_tcp_handshake
+from quichsd.ktls import TcpCredentials, TcpHandshakeResult, install_ktls, run_tcp_handshake
 from quichsd.ktls.abi import SOL_TCP, TCP_NODELAY, TLS_1_3_VERSION, ContentType
 from quichsd.ktls.priority import system_ciphers
 from quichsd.ktls.soft import RecordLayer
@@ -414,12 +414,11 @@ def test_many_handshakes_share_one_loop(
 # -- handing over to the kernel --------------------------------------------------------------
 
 
-def test_installing_on_this_kernel(
+def _install_on_this_kernel(
     trust_creds: CertificateCredentials, server_creds: CertificateCredentials
-) -> None:
-    """Without kTLS (this host) every successful handshake ends EIO, with the reason."""
+) -> tuple[TcpHandshakeResult, TcpHandshakeResult]:
     with loopback_pair() as (c, s):
-        rc, rs = handshake_pair(
+        return handshake_pair(
             c,
             s,
             x509_client(trust_creds),
@@ -427,9 +426,22 @@ def test_installing_on_this_kernel(
             client_kw={"install": install_ktls},
             server_kw={"install": install_ktls},
         )
-    if kernel_has_ktls():
-        assert rc.ok and rs.ok and rc.installed is not None
-        return
+
+
+@pytest.mark.skipif(not kernel_has_ktls(), reason="this kernel has no kTLS (TCP_ULP tls)")
+def test_installing_on_a_kernel_with_ktls(
+    trust_creds: CertificateCredentials, server_creds: CertificateCredentials
+) -> None:
+    rc, rs = _install_on_this_kernel(trust_creds, server_creds)
+    assert rc.ok and rs.ok and rc.installed is not None
+
+
+@pytest.mark.skipif(kernel_has_ktls(), reason="this kernel has kTLS (TCP_ULP tls)")
+def test_installing_on_a_kernel_without_ktls(
+    trust_creds: CertificateCredentials, server_creds: CertificateCredentials
+) -> None:
+    """Without kTLS every successful handshake ends EIO, with the reason."""
+    rc, rs = _install_on_this_kernel(trust_creds, server_creds)
     for result in (rc, rs):
         assert result.status == errno.EIO
         assert result.completion is not None  # the handshake itself succeeded

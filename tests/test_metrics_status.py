@@ -1,5 +1,6 @@
-"""Metrics, the status socket and ``quichsd status``: units, the OpenMetrics exposition (checked
-by rule and by prometheus_client's OpenMetrics parser), and the running daemon's counts."""
+"""Metrics, the status socket and ``quichsd status``: units, the OpenMetrics exposition (written
+by prometheus_client from our collector; checked by rule and by its OpenMetrics parser), and the
+running daemon's counts."""
 
 from __future__ import annotations
 
@@ -17,16 +18,12 @@ from typing import Any
 
 import pytest
 from ops_support import statuses, write_pki, x509_config, x509_pair
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from quichsd.cli import main as cli_main
-from quichsd.daemon.metrics import (
-    Histogram,
-    Metrics,
-    canonical_number,
-    quantile,
-    render_openmetrics,
-    render_table,
-)
+from quichsd.daemon.metrics import DEFAULT_BUCKETS, Histogram, Metrics
+from quichsd.daemon.metrics_openmetrics import render_openmetrics
+from quichsd.daemon.metrics_table import quantile, render_table
 from quichsd.daemon.status import StatusServer, StatusUnavailable, query, query_snapshot
 from quichsd.model import ModelQuicListener
 from quichsd.model.rig import DaemonRig
@@ -66,28 +63,13 @@ def test_metrics_counts_by_outcome_errno_and_latency() -> None:
         Metrics(buckets=(1.0, 0.5))
 
 
-@pytest.mark.parametrize(
-    ("value", "text"),
-    [
-        (0.0, "0.0"),
-        (0.001, "0.001"),
-        (0.0025, "0.0025"),
-        (0.1, "0.1"),
-        (1.0, "1.0"),
-        (1.7, "1.7"),
-        (10.0, "10.0"),
-        (1e-10, "1e-10"),
-        (1e-05, "1e-05"),
-        (0.0001, "0.0001"),
-        (100000.0, "100000.0"),
-        (1e6, "1e+06"),
-        (1.1e23, "1.1e+23"),
-        (math.inf, "+Inf"),
-    ],
-)
-def test_canonical_numbers(value: float, text: str) -> None:
-    """OpenMetrics 1.0 "Canonical Numbers": Go's %g plus .0 where bare."""
-    assert canonical_number(value) == text
+def test_bucket_bounds_are_written_as_openmetrics_reads_them() -> None:
+    """``le`` in the snapshot is the exposition's text, and reads back as the bound."""
+    m = Metrics(clock=lambda: 0.0)
+    m.observe("tcp", "server", 0, 0.003)
+    buckets = m.as_dict()["latency"][0]["buckets"]
+    assert [b for b, _ in buckets][:3] == ["0.001", "0.0025", "0.005"]
+    assert [float(b) for b, _ in buckets] == [*DEFAULT_BUCKETS, math.inf]
 
 
 def _snapshot() -> dict[str, Any]:
@@ -135,22 +117,19 @@ def check_openmetrics(text: str) -> dict[str, str]:
     assert text.endswith("# EOF\n") and text.count("# EOF") == 1
     assert "\r" not in text and "\n\n" not in text
     families: dict[str, str] = {}
+    meta: dict[str, list[str]] = {}
     current = ""
-    meta_order: list[str] = []
-    samples_seen: set[str] = set()
     for line in text.splitlines()[:-1]:
         if line.startswith("#"):
             kind, name = line.split(" ")[1:3]
             assert kind in ("TYPE", "UNIT", "HELP"), line
+            if name != current:
+                assert name not in meta, f"{name}: metadata apart from its family"
+                current = name
+            meta.setdefault(name, []).append(kind)
+            assert meta[name].count(kind) == 1, f"{name}: two {kind} lines"
             if kind == "TYPE":
-                assert name not in families, f"{name} exposed twice"
                 families[name] = line.split(" ")[3]
-                current, meta_order = name, []
-            assert name == current, f"{kind} for {name} outside its family"
-            meta_order.append(kind)
-            assert meta_order == ["TYPE", "UNIT", "HELP"][: len(meta_order)] or meta_order in (
-                ["TYPE", "HELP"],
-            ), meta_order
             if kind == "UNIT":
                 assert name.endswith("_" + line.split(" ")[3])
             continue
@@ -166,25 +145,34 @@ def check_openmetrics(text: str) -> dict[str, str]:
         }[kind]
         assert any(name == current + s for s in suffixes), f"{name} in {kind} {current}"
         if name.endswith(("_total", "_count", "_bucket", "_info")):
-            assert re.fullmatch(r"\d+", value), f"{line}: counts are integers"
-        samples_seen.add(name)
+            assert float(value).is_integer() and float(value) >= 0, f"{line}: counts are whole"
     return families
 
 
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\.)*)"')
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-def _histogram_series(text: str, name: str) -> dict[str, list[tuple[str, int]]]:
-    """Label set without le → [(le, count)] in exposition order."""
-    series: dict[str, list[tuple[str, int]]] = {}
-    for line in text.splitlines():
-        match = _SAMPLE.match(line)
-        if not match or match["name"] != f"{name}_bucket":
-            continue
-        labels = dict(_LABEL.findall(match["labels"] or ""))
-        le = labels.pop("le")
-        key = ",".join(f'{k}="{v}"' for k, v in labels.items())
-        series.setdefault(key, []).append((le, int(match["value"])))
+def samples(text: str) -> Samples:
+    """Every sample, as prometheus_client's OpenMetrics parser reads it."""
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def sample(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, frozenset(labels.items()))]
+
+
+def _histogram_series(text: str, name: str) -> dict[tuple[str, str], list[tuple[str, int]]]:
+    """(transport, role) → [(le, count)] in exposition order."""
+    series: dict[tuple[str, str], list[tuple[str, int]]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == f"{name}_bucket":
+                key = (s.labels["transport"], s.labels["role"])
+                series.setdefault(key, []).append((s.labels["le"], int(s.value)))
     return series
 
 
@@ -195,32 +183,31 @@ def test_openmetrics_exposition_rules() -> None:
     assert families["quichsd_handshake_duration_seconds"] == "histogram"
     assert families["quichsd_build"] == "info"
     assert "# UNIT quichsd_handshake_duration_seconds seconds" in text
-    assert 'quichsd_handshakes_total{transport="quic",role="client",outcome="failure"} 1' in text
-    assert (
-        'quichsd_handshake_failures_total{transport="quic",role="client",errno="EACCES"} 1' in text
+    got = samples(text)
+    quic_client = {"transport": "quic", "role": "client"}
+    assert sample(got, "quichsd_handshakes_total", **quic_client, outcome="failure") == 1
+    assert sample(got, "quichsd_handshake_failures_total", **quic_client, errno="EACCES") == 1
+    assert sample(got, "quichsd_handshakes_created", **quic_client, outcome="failure") == (
+        1_800_000_000.25
     )
     assert 'gnutls="odd \\"3.7.9\\"\\\\\\n"' in text  # escaped: \" \\ \n
+    assert sample(got, "quichsd_build_info", version="0.1.0", gnutls='odd "3.7.9"\\\n') == 1
     name = "quichsd_handshake_duration_seconds"
     series = _histogram_series(text, name)
-    assert set(series) == {'transport="quic",role="client"', 'transport="quic",role="server"'}
-    for key, buckets in series.items():
-        bounds = [math.inf if b == "+Inf" else float(b) for b, _ in buckets]
+    assert set(series) == {("quic", "client"), ("quic", "server")}
+    for (transport, role), buckets in series.items():
+        bounds = [float(b) for b, _ in buckets]
         counts = [c for _, c in buckets]
-        assert bounds == sorted(bounds) and bounds[-1] == math.inf
+        assert bounds == [*DEFAULT_BUCKETS, math.inf]
         assert counts == sorted(counts), "buckets are cumulative"
-        labels = "{" + key + "}"
-        assert f"{name}_count{labels} {counts[-1]}" in text
-        assert re.search(rf"^{name}_sum{re.escape(labels)} [\d.e+-]+$", text, re.MULTILINE)
-        for bound, _ in buckets:
-            if bound != "+Inf":
-                assert canonical_number(float(bound)) == bound
+        labels = {"transport": transport, "role": role}
+        assert sample(got, f"{name}_count", **labels) == counts[-1]
+        assert sample(got, f"{name}_created", **labels) == 1_800_000_000.25
+    assert sample(got, f"{name}_sum", **quic_client) == pytest.approx(0.204)
 
 
 def test_openmetrics_parses_with_prometheus_client() -> None:
-    parser = pytest.importorskip("prometheus_client.openmetrics.parser")
-    families = {
-        f.name: f for f in parser.text_string_to_metric_families(render_openmetrics(_snapshot()))
-    }
+    families = {f.name: f for f in text_string_to_metric_families(render_openmetrics(_snapshot()))}
     handshakes = families["quichsd_handshakes"]
     assert handshakes.type == "counter"
     totals = {
@@ -234,6 +221,25 @@ def test_openmetrics_parses_with_prometheus_client() -> None:
     counts = {s.labels["role"]: s.value for s in histogram.samples if s.name.endswith("_count")}
     assert counts == {"client": 2, "server": 1}
     assert families["quichsd_workers"].samples[0].value == 2
+    assert set(families) == {
+        "quichsd_build",
+        "quichsd_start_time_seconds",
+        "quichsd_requests_accepted",
+        "quichsd_dones",
+        "quichsd_done_errors",
+        "quichsd_late_outcomes",
+        "quichsd_config_reloads",
+        "quichsd_requests_in_flight",
+        "quichsd_handshakes",
+        "quichsd_handshake_failures",
+        "quichsd_handshake_duration_seconds",
+        "quichsd_workers",
+        "quichsd_worker_jobs_in_flight",
+        "quichsd_pool_capacity",
+        "quichsd_workers_spawned",
+        "quichsd_worker_deaths",
+        "quichsd_workers_recycled",
+    }
 
 
 def test_table_for_people() -> None:
@@ -366,19 +372,22 @@ def test_status_of_a_running_daemon(tmp_path: Path, capsys: pytest.CaptureFixtur
         assert cli_main(["status", "--socket", str(status_socket), "--openmetrics"]) == 0
         text = capsys.readouterr().out
         check_openmetrics(text)
-        for line in (
-            'quichsd_handshakes_total{transport="quic",role="client",outcome="success"} 2',
-            'quichsd_handshakes_total{transport="quic",role="server",outcome="success"} 2',
-            'quichsd_handshakes_total{transport="quic",role="client",outcome="failure"} 1',
-            'quichsd_handshake_failures_total{transport="quic",role="client",errno="ENOKEY"} 1',
-            'quichsd_handshake_duration_seconds_count{transport="quic",role="server"} 2',
-            'quichsd_handshake_duration_seconds_bucket{transport="quic",role="client",le="+Inf"} 3',
-            "quichsd_requests_accepted_total 5",
-            "quichsd_workers 2",
-            "quichsd_workers_spawned_total 2",
-            "quichsd_worker_deaths_total 0",
+        got = samples(text)
+        quic = {"transport": "quic"}
+        for name, labels, value in (
+            ("quichsd_handshakes_total", {"role": "client", "outcome": "success"}, 2),
+            ("quichsd_handshakes_total", {"role": "server", "outcome": "success"}, 2),
+            ("quichsd_handshakes_total", {"role": "client", "outcome": "failure"}, 1),
+            ("quichsd_handshake_failures_total", {"role": "client", "errno": "ENOKEY"}, 1),
+            ("quichsd_handshake_duration_seconds_count", {"role": "server"}, 2),
+            ("quichsd_handshake_duration_seconds_bucket", {"role": "client", "le": "+Inf"}, 3),
+            ("quichsd_requests_accepted_total", {}, 5),
+            ("quichsd_workers", {}, 2),
+            ("quichsd_workers_spawned_total", {}, 2),
+            ("quichsd_worker_deaths_total", {}, 0),
         ):
-            assert line in text.splitlines(), line
+            labels = {**quic, **labels} if labels else {}
+            assert sample(got, name, **labels) == value, (name, labels)
         assert rig.stop() == 0
     assert not status_socket.exists(), "the daemon removes its socket when it stops"
     assert cli_main(["status", "--socket", str(status_socket)]) == 1

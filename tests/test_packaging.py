@@ -199,9 +199,8 @@ def test_install_service_from_the_checkout(
     assert cli_main(["install-service", "--destdir", str(root), "--exec", "quichsd"]) == 1
 
 
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_makefile_target() -> None:
-    if shutil.which("make") is None:
-        pytest.skip("make is not installed")
     dry = subprocess.run(
         ["make", "-n", "-W", ".venv/.bootstrapped", "install-service", "DESTDIR=/tmp/stage"],
         cwd=REPO,
@@ -279,9 +278,8 @@ def test_every_quichsd_key_is_documented() -> None:
 # -- man pages and help ------------------------------------------------------------------------
 
 
+@pytest.mark.skipif(shutil.which("groff") is None, reason="groff is not installed")
 def test_man_pages_render_cleanly() -> None:
-    if shutil.which("groff") is None:
-        pytest.skip("groff is not installed")
     for page in (MAN8, MAN5):
         result = subprocess.run(
             ["groff", "-man", "-ww", "-z", str(page)],

@@ -127,10 +127,16 @@ def test_sandbox_directives(unit: dict[str, dict[str, list[str]]]) -> None:
 # -- systemd-analyze ----------------------------------------------------------------------------
 
 
+#: The tests that run systemd-analyze say so up front, so the report shows what ran.
+needs_systemd_analyze = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None,
+    reason="systemd-analyze is not installed (Debian: apt-get install systemd)",
+)
+
+
 def _systemd_analyze() -> str:
     path = shutil.which("systemd-analyze")
-    if path is None:
-        pytest.skip("systemd-analyze is not installed (Debian: apt-get install systemd)")
+    assert path is not None, "mark the test needs_systemd_analyze"
     return path
 
 
@@ -149,11 +155,13 @@ def staged_unit(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return unit, env
 
 
+@needs_systemd_analyze
+@pytest.mark.skipif(
+    shutil.which("man") is None, reason="no man(1): verify would fail on Documentation="
+)
 def test_systemd_analyze_verify(staged_unit: tuple[Path, dict[str, str]]) -> None:
     analyze = _systemd_analyze()
     unit, env = staged_unit
-    if shutil.which("man") is None:
-        pytest.skip("no man(1): verify would fail on Documentation=")
     result = subprocess.run(
         [analyze, "verify", str(unit)], capture_output=True, text=True, env=env, timeout=60
     )
@@ -161,6 +169,7 @@ def test_systemd_analyze_verify(staged_unit: tuple[Path, dict[str, str]]) -> Non
     assert result.returncode == 0 and not complaints, result.stderr
 
 
+@needs_systemd_analyze
 def test_systemd_analyze_security_score(staged_unit: tuple[Path, dict[str, str]]) -> None:
     analyze = _systemd_analyze()
     unit, env = staged_unit
@@ -229,10 +238,7 @@ def sandboxed(
     """Makes DaemonRig start ``quichsd serve`` inside the unit's sandbox (approximated)."""
     analyze = _systemd_analyze()
     setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("setpriv (util-linux) is not installed")
-    if ctypes.util.find_library("seccomp") is None:
-        pytest.skip("libseccomp is not installed")
+    assert setpriv is not None, "the test is marked: setpriv is installed"
     allow = tmp_path / "syscalls"
     allow.write_text("\n".join(sorted(unit_syscalls(analyze, unit["Service"]["SystemCallFilter"]))))
     production = rig_module._daemon_command
@@ -267,6 +273,12 @@ def _proc_status(pid: int) -> dict[str, str]:
     return fields
 
 
+# What the approximated sandbox is built from; without them the report says it did not run.
+@needs_systemd_analyze
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is not installed")
+@pytest.mark.skipif(
+    ctypes.util.find_library("seccomp") is None, reason="libseccomp is not installed"
+)
 def test_daemon_handshakes_inside_the_unit_sandbox(sandboxed: None, tmp_path: Path) -> None:
     """X.509 and PSK, both roles, with the status socket on: all inside the sandbox."""
     ca = make_ca("quichsd sandbox CA")

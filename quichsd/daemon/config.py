@@ -13,14 +13,14 @@ warnings (tlshd ignores them, and a drop-in must load any file tlshd loads).
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from quichsd.daemon.keyfile import KeyFile, KeyFileError
 
 PRIMARY_PATH = Path("/etc/tlshd/config")
 LEGACY_PATH = Path("/etc/tlshd.conf")
 
-_SECTION = re.compile(r"^\[([^\[\]]+)\]$")
 _X509_KEYS = (
     "x509.truststore",
     "x509.crl",
@@ -83,60 +83,60 @@ class DaemonConfig:
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
 
-def _unescape(value: str, where: str) -> str:
-    out: list[str] = []
-    chars = iter(value)
-    table = {"s": " ", "n": "\n", "t": "\t", "r": "\r", "\\": "\\", ";": "\\;"}
-    for ch in chars:
-        if ch != "\\":
-            out.append(ch)
-            continue
-        nxt = next(chars, None)
-        if nxt is None or nxt not in table:
-            raise ConfigError(f"{where}: invalid escape '\\{nxt or ''}'")
-        out.append(table[nxt])
-    return "".join(out)
-
-
-RawValues = dict[tuple[str, str], tuple[str, int]]
+RawValues = dict[tuple[str, str], tuple[str | tuple[str, ...], int]]
 Values = dict[str, object]
 
 
-def parse_keyfile(text: str, source: str) -> tuple[RawValues, list[str]]:
-    """(section, key) → (raw value, line number); and warnings for unknown keys."""
+def parse_keyfile(text: str | bytes, source: str) -> tuple[RawValues, list[str]]:
+    """(section, key) → (value as tlshd's GLib getter reads it, line); and warnings.
+
+    The file is read by ``quichsd.daemon.keyfile`` exactly as GLib reads it: a
+    list through ``g_key_file_get_string_list`` (``a\\;b;c`` is ``a;b`` and
+    ``c``), a path through ``g_key_file_get_string`` (escapes resolved), a
+    number as ``g_key_file_get_integer`` sees it (the raw text).  A key set
+    twice takes the last value, as in GLib, with a warning.
+    """
+    try:
+        keyfile = KeyFile.parse(text)
+    except KeyFileError as exc:
+        raise ConfigError(f"{source}:{exc.line}: {exc.message}") from None
     values: RawValues = {}
-    warnings: list[str] = []
-    section: str | None = None
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        where = f"{source}:{number}"
-        header = _SECTION.match(line)
-        if header:
-            section = header.group(1).strip()
-            continue
-        key, sep, value = line.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"{where}: expected 'key=value' or '[section]', got {raw.strip()!r}")
-        if section is None:
-            raise ConfigError(f"{where}: key {key!r} comes before any [section]")
-        if (section, key) in values:
-            raise ConfigError(f"{where}: [{section}] {key} is set twice")
-        values[(section, key)] = (_unescape(value.strip(), f"{where}: [{section}] {key}"), number)
-        if (section, key) not in KNOWN_KEYS:
-            warnings.append(f"{where}: unknown key [{section}] {key} ignored")
-    return values, warnings
+    notes = [
+        (r.later, f"[{r.group}] {r.key} set again (line {r.earlier}): the last value wins")
+        for r in keyfile.repeats
+    ]
+    for section in keyfile.group_names():
+        for key in keyfile.keys(section):
+            entry = keyfile.entry(section, key)
+            if (section, key) not in KNOWN_KEYS:
+                notes.append((entry.line, f"unknown key [{section}] {key} ignored"))
+                continue
+            try:
+                values[(section, key)] = (_read(keyfile, section, key), entry.line)
+            except KeyFileError as exc:
+                where = f"{source}:{entry.line}: [{section}] {key}"
+                raise ConfigError(f"{where}: {exc.message}") from None
+    return values, [f"{source}:{line}: {note}" for line, note in sorted(notes)]
+
+
+def _read(keyfile: KeyFile, section: str, key: str) -> str | tuple[str, ...]:
+    """A known key's value through the getter tlshd uses for it."""
+    if (section, key) in _LIST_KEYS:
+        return tuple(keyfile.string_list(section, key))
+    if (section, key) in _INT_KEYS | _FLOAT_KEYS:
+        return keyfile.raw_text(section, key)
+    return keyfile.string(section, key)
 
 
 def _convert(values: RawValues, source: str) -> Values:
     out: Values = {}
     for (section, key), (value, number) in values.items():
         where = f"{source}:{number}: [{section}] {key}"
-        if (section, key) in _INT_KEYS:
+        if isinstance(value, tuple):  # a list key; an empty name names no keyring
+            parsed: object = tuple(item for item in value if item)
+        elif (section, key) in _INT_KEYS:
             try:
-                parsed: object = int(value, 10)
+                parsed = int(value, 10)
             except ValueError:
                 raise ConfigError(f"{where}: {value!r} is not an integer") from None
             if value.strip().startswith("-"):
@@ -149,8 +149,6 @@ def _convert(values: RawValues, source: str) -> Values:
             if not seconds > 0:
                 raise ConfigError(f"{where}: must be a positive number of seconds")
             parsed = seconds
-        elif (section, key) in _LIST_KEYS:
-            parsed = tuple(item.strip() for item in value.split(";") if item.strip())
         else:
             if not value:
                 raise ConfigError(f"{where}: empty value")
@@ -190,7 +188,9 @@ def _float(values: Values, key: str, default: float) -> float:
     return float(value)
 
 
-def parse_config(text: str, source: str = "<config>", path: Path | None = None) -> DaemonConfig:
+def parse_config(
+    text: str | bytes, source: str = "<config>", path: Path | None = None
+) -> DaemonConfig:
     raw, warnings = parse_keyfile(text, source)
     values = _convert(raw, source)
     base = DaemonConfig()
@@ -227,9 +227,9 @@ def load_config(path: Path | None = None) -> DaemonConfig:
 
 def _load(path: Path) -> DaemonConfig:
     try:
-        text = path.read_text()
+        text = path.read_bytes()  # bytes, as GLib reads them: only values must be UTF-8
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such configuration file (use -c PATH)") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     return parse_config(text, str(path), path)

@@ -21,6 +21,7 @@ from quichsd.quic.driver import Credentials
 from quichsd.quic.sockopt import QuicSocket
 from quichsd.tls import AuthMode, CertificateCredentials, PskClientCredentials, Role
 from quichsd.tls.binding import TlsSetupError
+from quichsd.tls.debuglog import set_gnutls_debug
 
 
 class JobRefused(Exception):
@@ -167,6 +168,7 @@ def _peer_address(sock: QuicSocket) -> str | None:
 
 async def run_job(job: Job, sock: QuicSocket) -> Outcome:
     journal.set_level(journal.level_for(job.loglevel))
+    set_gnutls_debug(job.tls_debug)  # before GnuTLS sees the peer's bytes
     if job.transport == "tcp":
         # Imported here: the TCP path builds on this module's credential helpers.
         from quichsd.ktls.job import run_tcp_job

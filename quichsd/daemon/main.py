@@ -20,12 +20,14 @@ from pathlib import Path
 from quichsd import __version__
 from quichsd.daemon import journal, keyring
 from quichsd.daemon.config import ConfigError, DaemonConfig, load_config
-from quichsd.daemon.metrics import Snapshot, snapshot
+from quichsd.daemon.metrics import Snapshot
+from quichsd.daemon.metrics_snapshot import snapshot
 from quichsd.daemon.notify import Lifecycle, Notifier, status_line
 from quichsd.daemon.service import HandshakeService, transport_of
 from quichsd.daemon.status import DEFAULT_SOCKET, StatusServer
 from quichsd.netlink import FamilyUnavailable, HandshakeFamily
-from quichsd.tls import gnutls_version
+from quichsd.netlink import trace as netlink_trace
+from quichsd.tls import debuglog, gnutls_version
 
 log = logging.getLogger("quichsd")
 
@@ -51,6 +53,19 @@ def setup_logging(config: DaemonConfig, to_stderr: bool) -> None:
     journal.configure(journal.level_for(config.loglevel), to_stderr)
 
 
+def apply_debug(config: DaemonConfig) -> None:
+    """``[debug] tls`` and ``nl``, as tlshd applies them at start and on reload."""
+    netlink_trace.set_level(config.netlink_debug)
+    used = debuglog.set_gnutls_debug(config.tls_debug)
+    if used != config.tls_debug:
+        log.warning(
+            "[debug] tls=%d: GnuTLS logs key material from level %d; using %d",
+            config.tls_debug,
+            debuglog.MAX_LEVEL + 1,
+            used,
+        )
+
+
 def default_workers(config: DaemonConfig) -> int:
     return config.workers or max(2, os.cpu_count() or 2)
 
@@ -65,6 +80,7 @@ def serve(options: ServeOptions) -> int:
     log.info("quichsd %s on GnuTLS %s", __version__, gnutls_version())
     for warning in config.warnings:
         log.warning("%s", warning)
+    apply_debug(config)
     for name, outcome in keyring.link_keyrings(config.keyrings).items():
         log.debug("keyring %s: %s", name, outcome)
     try:
@@ -131,6 +147,7 @@ async def _run(service: HandshakeService, options: ServeOptions) -> None:
         # The parent's level now; workers forked from here on inherit it.
         journal.set_level(journal.level_for(config.loglevel))
         log.debug("debug records on ([debug] loglevel=%d)", config.loglevel)
+        apply_debug(config)
         service.reload(config)
         log.info("configuration reloaded")
         lifecycle.reloaded()

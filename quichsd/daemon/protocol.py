@@ -32,6 +32,8 @@ class Job:
     #: ``[debug] loglevel`` of the configuration the job started with: a reload reaches
     #: the workers' log level with their next job.
     loglevel: int = 0
+    #: ``[debug] tls`` of the job's configuration: GnuTLS's log level in the worker.
+    tls_debug: int = 0
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ def encode_job(job: Job) -> bytes:
             "generation": job.generation,
             "x509": job.x509,
             "loglevel": job.loglevel,
+            "tls_debug": job.tls_debug,
         }
     ).encode()
 

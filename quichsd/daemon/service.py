@@ -272,6 +272,7 @@ class HandshakeService:
             generation=self.generation,
             x509=x509_files_for(config, role),
             loglevel=config.loglevel,
+            tls_debug=config.tls_debug,
         )
         try:
             self.pool.submit(job, request.sockfd)

@@ -6,8 +6,9 @@ with mode 0600 in a directory of mode 0700; a peer whose uid is neither 0
 nor ours (SO_PEERCRED) is refused.  A client sends one line, ``json`` or
 ``openmetrics``, and reads the answer until EOF:
 
-* ``json``: the snapshot (``quichsd.daemon.metrics.snapshot``), one object;
-* ``openmetrics``: the OpenMetrics 1.0 text exposition, ending ``# EOF``
+* ``json``: the snapshot (``quichsd.daemon.metrics_snapshot.snapshot``), one object;
+* ``openmetrics``: the OpenMetrics 1.0 text exposition, ending ``# EOF``,
+  written by prometheus_client from our collector (``metrics_openmetrics``)
   (so ``socat - UNIX-CONNECT:/run/quichsd/status.sock <<< openmetrics`` feeds
   a scraper's text-file collector).
 
@@ -34,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from quichsd.daemon.config import DaemonConfig
-from quichsd.daemon.metrics import Snapshot, render_openmetrics
+from quichsd.daemon.metrics import Snapshot
+from quichsd.daemon.metrics_openmetrics import expose, registry_for
 
 log = logging.getLogger("quichsd")
 
@@ -122,6 +124,7 @@ class StatusServer:
     def __init__(self, path: Path, snapshot: Callable[[], Snapshot]) -> None:
         self.path = path
         self._snapshot = snapshot
+        self._registry = registry_for(snapshot)
         self._server: asyncio.AbstractServer | None = None
         self._inode: int | None = None
         self.served = 0
@@ -170,7 +173,7 @@ class StatusServer:
 
     def answer(self, request: str) -> str:
         if request == "openmetrics":
-            return render_openmetrics(self._snapshot())
+            return expose(self._registry)
         if request == "json":
             return json.dumps(self._snapshot(), sort_keys=True) + "\n"
         return f"error: unknown request {request!r}; ask for one of {', '.join(REQUESTS)}\n"

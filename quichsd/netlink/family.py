@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from . import trace
 from .channel import Channel, KernelChannel, ModelChannel
 from .constants import (
     CTRL_CMD_GETFAMILY,
@@ -203,7 +204,7 @@ class HandshakeFamily:
         self._ready.clear()
         while True:
             try:
-                data = self.channel.recv(0)
+                data = self._recv(0)
             except OSError as exc:
                 if exc.errno != errno.ENOBUFS:
                     raise
@@ -319,7 +320,7 @@ class HandshakeFamily:
             self._transact("DONE", data, seq, want_reply=False, want_ack=True)
         else:
             self._remember(seq, "DONE", data)
-            self.channel.send(data)
+            self._send(data)
 
     def _remember(self, seq: int, command: str, data: bytes) -> None:
         """Keep unacknowledged requests so a late error can name them; bounded."""
@@ -369,18 +370,28 @@ class HandshakeFamily:
         return True  # an ACK of 0 would also mean the attribute was accepted
 
     # -- request/answer engine ----------------------------------------------------------
+    def _send(self, data: bytes) -> None:
+        trace.traffic("sent", data)
+        self.channel.send(data)
+
+    def _recv(self, timeout: float | None) -> bytes | None:
+        data = self.channel.recv(timeout)
+        if data is not None:
+            trace.traffic("received", data)
+        return data
+
     def _transact(
         self, command: str, data: bytes, seq: int, *, want_reply: bool, want_ack: bool
     ) -> _Answer:
         self._sent[seq] = (command, data)
         try:
-            self.channel.send(data)
+            self._send(data)
             answer = _Answer()
             deadline = time.monotonic() + self.reply_timeout
             while True:
                 left = deadline - time.monotonic()
                 try:
-                    datagram = self.channel.recv(left) if left > 0 else None
+                    datagram = self._recv(left) if left > 0 else None
                 except OSError as exc:
                     if exc.errno != errno.ENOBUFS:
                         raise

@@ -178,6 +178,11 @@ int qd_psk_allocate_server(gnutls_psk_server_credentials_t *sc);
 extern "Python" int qd_py_psk_lookup(void *, const unsigned char *, size_t, gnutls_datum_t *);
 extern "Python" int qd_py_antireplay_add(void *, time_t, const gnutls_datum_t *, const gnutls_datum_t *);
 
+/* [debug] tls= (quichsd.tls.debuglog) */
+void gnutls_global_set_log_level(int level);
+void gnutls_global_set_log_function(void (*log_func)(int, const char *));
+extern "Python" void qd_py_gnutls_log(int, const char *);
+
 /* TCP + kTLS path (quichsd.ktls) */
 #define GNUTLS_NONBLOCK ...
 #define GNUTLS_E_PREMATURE_TERMINATION ...

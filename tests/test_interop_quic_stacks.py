@@ -1,31 +1,36 @@
-"""Issue 3 interop: our agent (model socket + driver + engine) against unmodified qh3.
+"""Interop: our agent (model socket + driver + engine) against unmodified QUIC stacks.
 
-qh3 (2.1.0) is aioquic's fork with a native packet layer and TLS of its own,
-so it is a second, partly independent peer.  Both directions over UDP on
-127.0.0.1: our client (``quichsd.api.client_handshake`` on a ``ModelQuicSocket``)
-against ``qh3.asyncio.serve``, and ``qh3.asyncio.connect`` against our server
+Every test runs once per peer stack (``interop_support.PEERS``: aioquic and qh3,
+whose asyncio APIs have the same shape), both directions over UDP on 127.0.0.1:
+our client (``quichsd.api.client_handshake`` on a ``ModelQuicSocket``) against
+the stack's ``serve``, and the stack's ``connect`` against our server
 (``ModelQuicListener`` + ``accept`` + ``quichsd.api.server_handshake``).
 Shared machinery: ``interop_support``.
 
-Where qh3 differs from aioquic:
+Where the stacks differ, the difference is a named field of their ``Peer``:
 
-* its server refuses a ClientHello without a common ALPN protocol with
-  handshake_failure (40), not no_application_protocol (120);
-* its server raises "packet builder capacity exhausted" (INTERNAL_ERROR) in its
-  event loop when the ClientHello came in one 1200-byte datagram -- ours does,
-  and so does aioquic's client (qh3's own client, with a 1216-byte ML-KEM key
-  share, sends two); the handshake then completes on our retransmission, so
-  those tests take ~0.7 s and tolerate exactly that error;
-* its client cannot offer our tickets at all: ``tls.Context._client_send_hello``
-  serialises a ClientHello with a PSK into a fixed 2048-byte scratch buffer,
-  and with qh3's X25519MLKEM768 key share (1216 bytes, always offered) plus
-  GREASE ECH a GnuTLS ticket (214 bytes; 630 with a client certificate inside)
-  does not fit: "Write out of bounds", and qh3 closes before sending its
-  ClientHello.  So resumption and 0-RTT from qh3's client to our server are an
-  expected failure here (strict, so a fixed qh3 shows up).
+* ``alpn_refusal_alert``: qh3's server refuses a ClientHello without a common
+  ALPN protocol with handshake_failure (40), aioquic's with
+  no_application_protocol (120);
+* ``server_loop_errors``: qh3's server raises "packet builder capacity
+  exhausted" (INTERNAL_ERROR) in its event loop when the ClientHello came in one
+  1200-byte datagram -- ours does, and so does aioquic's client (qh3's own
+  client, with a 1216-byte ML-KEM key share, sends two); the handshake then
+  completes on our retransmission, so those tests take ~0.7 s and tolerate
+  exactly that error;
+* ``client_resumption_bug``: qh3's client cannot offer our tickets at all:
+  ``tls.Context._client_send_hello`` serialises a ClientHello with a PSK into a
+  fixed 2048-byte scratch buffer, and with qh3's X25519MLKEM768 key share (1216
+  bytes, always offered) plus GREASE ECH a GnuTLS ticket (214 bytes; 630 with a
+  client certificate inside) does not fit: "Write out of bounds", and qh3
+  closes before sending its ClientHello.  So resumption and 0-RTT from qh3's
+  client to our server are a strict expected failure (a fixed qh3 shows up),
+  and ``test_our_ticket_does_not_fit_qh3s_client_hello`` pins the bug.
 
-0-RTT towards qh3's server: the model sends no 0-RTT application data from our
-client (see ``quichsd.model``), so only the TLS-level acceptance is checked.
+0-RTT: the model sends no 0-RTT application data from our client (see
+``quichsd.model``), so in that direction only the TLS-level acceptance is
+checked; a peer's client does send 0-RTT stream data to our server, and that is
+checked end to end.
 """
 
 from __future__ import annotations
@@ -35,21 +40,23 @@ import errno
 import pytest
 from interop_support import (
     ALERT_BAD_CERTIFICATE,
-    ALERT_HANDSHAKE_FAILURE,
     ALERT_NO_APPLICATION_PROTOCOL,
     ALPN,
     CRYPTO_ERROR,
     OUR_ALPN_CHOICES,
+    QH3,
     TICKET_WAIT,
     WAIT,
     InteropFixtures,
     LoopThread,
+    Peer,
     PeerServer,
     Pki,
     Stack,
     client_credentials,
     listener,
     peer_client_config,
+    peers,
     run_our_client,
     run_peer_client,
     serve_peer_client,
@@ -69,12 +76,8 @@ CIPHER_CASES = [
 ]
 
 
-class TestOurClientAgainstQh3Server(InteropFixtures):
-    STACK = "qh3"
-    #: qh3's server answers a single-datagram ClientHello (ours; aioquic's client does
-    #: the same) with INTERNAL_ERROR from its native packet builder; asyncio swallows
-    #: it and the handshake completes on the client's retransmission (~0.7 s later).
-    KNOWN_LOOP_ERRORS = ("packet builder capacity exhausted",)
+class TestOurClientAgainstTheirServer(InteropFixtures):
+    PEER_ROLE = "server"
 
     def test_verified_alpn_echo_ticket_resumption_and_0rtt(
         self, peer_server: PeerServer, pki: Pki, stack: Stack
@@ -108,7 +111,7 @@ class TestOurClientAgainstQh3Server(InteropFixtures):
         assert second.result.ok, second.result.reason
         assert second.result.complete is not None
         assert second.result.complete.resumed
-        # 0-RTT: the TLS layer offered and qh3 accepted early data (the model
+        # 0-RTT: the TLS layer offered and the peer accepted early data (the model
         # sends no 0-RTT application data from a client, so none flowed).
         assert second.result.complete.early_data_accepted
         assert second.reply == b"again"
@@ -152,19 +155,19 @@ class TestOurClientAgainstQh3Server(InteropFixtures):
         closed = peer_server.events.wait_for(stack.connection_terminated)[0]
         assert closed.error_code == CRYPTO_ERROR + ALERT_BAD_CERTIFICATE
 
-    def test_alpn_mismatch(self, peer_server: PeerServer, pki: Pki) -> None:
+    def test_alpn_mismatch(self, peer_server: PeerServer, pki: Pki, peer: Peer) -> None:
         outcome = run_our_client(
             peer_server.address, client_credentials(pki), alpn=("other",), message=None
         )
-        # qh3's server refuses the ClientHello itself, with handshake_failure (not 120).
+        # Their server refuses the ClientHello itself and closes with its own alert.
         assert outcome.result.status == errno.EACCES
-        assert "alert 40" in outcome.result.reason
+        assert f"alert {peer.alpn_refusal_alert}" in outcome.result.reason
         assert outcome.peer_close is not None
-        assert outcome.peer_close.errcode == CRYPTO_ERROR + ALERT_HANDSHAKE_FAILURE
+        assert outcome.peer_close.errcode == CRYPTO_ERROR + peer.alpn_refusal_alert
 
 
-class TestQh3ClientAgainstOurServer(InteropFixtures):
-    STACK = "qh3"
+class TestTheirClientAgainstOurServer(InteropFixtures):
+    PEER_ROLE = "client"
 
     def test_mutual_x509_alpn_echo_and_ticket(
         self, peer_loop: LoopThread, stack: Stack, pki: Pki
@@ -196,10 +199,11 @@ class TestQh3ClientAgainstOurServer(InteropFixtures):
         assert not theirs.session_resumed
         assert client.tickets, "no NewSessionTicket reached the peer"
 
+    @pytest.mark.parametrize("peer", [QH3], ids=[QH3.package], indirect=True)
     def test_our_ticket_does_not_fit_qh3s_client_hello(
         self, peer_loop: LoopThread, stack: Stack, pki: Pki
     ) -> None:
-        """Pins the qh3 bug behind the expected failure below (see the module docstring)."""
+        """Pins the qh3 bug behind its expected failure below (see the module docstring)."""
         with listener() as ours:
             _, first = serve_peer_client(
                 peer_loop,
@@ -220,11 +224,7 @@ class TestQh3ClientAgainstOurServer(InteropFixtures):
         assert isinstance(outcome.error, ValueError)
         assert "out of bounds" in str(outcome.error)
 
-    @pytest.mark.xfail(
-        strict=True,
-        raises=AssertionError,
-        reason="qh3 2.1.0 cannot fit a GnuTLS ticket into its 2048-byte ClientHello buffer",
-    )
+    @pytest.mark.parametrize("peer", peers(client_resumes=True), indirect=True)
     def test_resumption_and_0rtt(self, peer_loop: LoopThread, stack: Stack, pki: Pki) -> None:
         creds = server_credentials(pki)
         with listener() as ours:
@@ -315,7 +315,7 @@ class TestQh3ClientAgainstOurServer(InteropFixtures):
         assert server.result.alert == ALERT_NO_APPLICATION_PROTOCOL
         assert isinstance(client.error, ConnectionError)
         closed = client.events.of(stack.connection_terminated)
-        assert closed, "qh3 saw no CONNECTION_CLOSE"
+        assert closed, f"{stack.name} saw no CONNECTION_CLOSE"
         assert closed[0].error_code == CRYPTO_ERROR + ALERT_NO_APPLICATION_PROTOCOL
 
     def test_their_client_rejects_our_certificate(
@@ -329,7 +329,7 @@ class TestQh3ClientAgainstOurServer(InteropFixtures):
                 server_credentials(pki),
                 peer_client_config(stack, pki, trust=pki.stranger_pem),
             )
-        # qh3 closes with CRYPTO_ERROR; the driver turns ENOTCONN into the peer's alert.
+        # They close with CRYPTO_ERROR; the driver turns ENOTCONN into the peer's alert.
         assert server.result.status == errno.EACCES
         assert "alert 42" in server.result.reason
         assert server.peer_close is not None
@@ -349,10 +349,10 @@ class TestQh3ClientAgainstOurServer(InteropFixtures):
             )
         assert server.result.status == errno.EACCES
         assert server.result.alert == ALERT_BAD_CERTIFICATE
-        # A TLS 1.3 client is done once it sent its Finished: qh3 saw its handshake
+        # A TLS 1.3 client is done once it sent its Finished: the peer saw its handshake
         # complete, then our CONNECTION_CLOSE with CRYPTO_ERROR 0x100 + bad_certificate.
         assert client.events.of(stack.handshake_completed)
         closed = client.events.of(stack.connection_terminated)
-        assert closed, "qh3 saw no CONNECTION_CLOSE"
+        assert closed, f"{stack.name} saw no CONNECTION_CLOSE"
         assert closed[0].error_code == CRYPTO_ERROR + ALERT_BAD_CERTIFICATE
         assert not client.reply  # the stream ended with the connection, nothing echoed
