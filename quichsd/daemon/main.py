@@ -19,7 +19,7 @@ from pathlib import Path
 
 from quichsd import __version__
 from quichsd.daemon import journal, keyring
-from quichsd.daemon.config import ConfigError, DaemonConfig, load_config
+from quichsd.daemon.config import MAX_WORKERS, ConfigError, DaemonConfig, load_config
 from quichsd.daemon.metrics import Snapshot, snapshot
 from quichsd.daemon.notify import Lifecycle, Notifier, status_line
 from quichsd.daemon.service import HandshakeService, transport_of
@@ -53,7 +53,9 @@ def setup_logging(config: DaemonConfig, to_stderr: bool) -> None:
 
 
 def default_workers(config: DaemonConfig) -> int:
-    return config.workers or max(2, os.cpu_count() or 2)
+    """The configured count, else one per CPU (at least 2, at most ``MAX_WORKERS``: the
+    unit's LimitNOFILE= is sized for that many, systemd/quichsd.service)."""
+    return config.workers or min(MAX_WORKERS, max(2, os.cpu_count() or 2))
 
 
 def serve(options: ServeOptions) -> int:
