@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Callable
@@ -58,6 +59,23 @@ def default_workers(config: DaemonConfig) -> int:
     return config.workers or min(MAX_WORKERS, max(2, os.cpu_count() or 2))
 
 
+def raise_open_files_limit() -> tuple[int, int]:
+    """RLIMIT_NOFILE's soft limit up to the hard one; (before, after).
+
+    The parent holds one fd per request in flight (up to workers x 64) and the
+    kernel fails an ACCEPT with EMFILE when none is free, completing that request
+    with EIO; systemd's default soft limit (1024) is below the pool's maximum.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        return soft, soft
+    return soft, hard
+
+
 def serve(options: ServeOptions) -> int:
     try:
         config = load_config(options.config)
@@ -66,6 +84,8 @@ def serve(options: ServeOptions) -> int:
         return EXIT_CONFIG
     setup_logging(config, options.stderr)
     log.info("quichsd %s on GnuTLS %s", __version__, gnutls_version())
+    before, after = raise_open_files_limit()
+    log.debug("open files limit: %d (was %d)", after, before)
     for warning in config.warnings:
         log.warning("%s", warning)
     for name, outcome in keyring.link_keyrings(config.keyrings).items():
