@@ -37,6 +37,17 @@ def _fd_table(pid: int) -> dict[int, str]:
     return table
 
 
+def _settled_fd_table(pid: int) -> dict[int, str]:
+    """The table once two reads 0.2 s apart agree (start-up opens and closes a few)."""
+    table = _fd_table(pid)
+    for _ in range(50):
+        time.sleep(0.2)
+        table, previous = _fd_table(pid), table
+        if table == previous:
+            break
+    return table
+
+
 def _wait_fd_table(pid: int, expected: dict[int, str]) -> dict[int, str]:
     """The table once it matches ``expected`` (the parent closes an fd just after its
     DONE, which the consumer may see first), or as it is after ``WAIT``."""
@@ -119,7 +130,7 @@ def test_malformed_replies_touch_only_the_installed_fd(
     peer_server: PeerServer,  # noqa: F811
 ) -> None:
     rig = make_rig(workers=1)
-    before = _fd_table(rig.pid)
+    before = _settled_fd_table(rig.pid)
     probe_errors = rig.family.stats.errors  # the start-up probe's EBADF and EINVAL
     statuses = {}
     for name, fault in {**INSTALLED, **NOT_INSTALLED}.items():
@@ -147,9 +158,32 @@ def test_one_malformed_reply(
 ) -> None:
     """The two the fault campaign found: stderr closed (log lost), and a leaked fd."""
     rig = make_rig(workers=1)
-    before = _fd_table(rig.pid)
+    before = _settled_fd_table(rig.pid)
     rig.family.inject_accept_fault(INSTALLED[name])
     request = rig.client_request(peer_server.address, "x509", peername=SERVER_NAME)
     assert done_within(request, WAIT)[0] == errno.EINVAL
     assert _wait_fd_table(rig.pid, before) == before
+    rig.check_invariants()
+
+
+# == item 5: the worker channel carries any message whole ==========================================
+
+
+def test_a_job_over_64_kib_reaches_its_worker_whole(
+    make_rig: Callable[..., DaemonRig],  # noqa: F811
+    peer_server: PeerServer,  # noqa: F811
+) -> None:
+    """A peer name of control characters, escaped in the job's JSON (6 bytes each): a
+    ~72 KiB job, and an outcome whose reason names it.  Both used to be cut at 64 KiB:
+    the worker died on the truncated job and the request ended EIO."""
+    rig = make_rig(workers=1)
+    workers = rig.worker_pids()
+    name = "\x01" * 12_000
+    request = rig.client_request(
+        peer_server.address, "x509", peername=name, server_name=SERVER_NAME
+    )
+    status, _, waited = done_within(request, WAIT)
+    assert status == errno.EACCES, rig.log()[-2000:]  # the server is not called that
+    assert waited < 5
+    assert rig.worker_pids() == workers  # no worker died or was killed
     rig.check_invariants()

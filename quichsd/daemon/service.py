@@ -34,7 +34,7 @@ from quichsd.daemon import journal
 from quichsd.daemon.config import HANDSHAKES_PER_WORKER, DaemonConfig
 from quichsd.daemon.metrics import Metrics
 from quichsd.daemon.pool import WorkerPool
-from quichsd.daemon.protocol import Job, Outcome, x509_files_for
+from quichsd.daemon.protocol import Job, MessageTooLarge, Outcome, x509_files_for
 from quichsd.netlink import AcceptedRequest, HandlerClass, MalformedRequest, ReadyNotice
 
 log = logging.getLogger("quichsd")
@@ -313,6 +313,8 @@ class HandshakeService:
         )
         try:
             self.pool.submit(job, request.sockfd)
+        except MessageTooLarge as exc:
+            self._complete(request_id, errno.EINVAL, reason=f"request parameters: {exc}")
         except OSError as exc:
             self._complete(request_id, errno.EIO, reason=f"handing to a worker: {exc}")
 
