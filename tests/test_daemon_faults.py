@@ -7,6 +7,7 @@ import contextlib
 import errno
 import os
 import resource
+import secrets
 import signal
 import time
 from collections.abc import Callable
@@ -14,16 +15,21 @@ from pathlib import Path
 
 import pytest
 from test_daemon_e2e import (  # noqa: F401  (fixtures)
+    ALPN,
     SERVER_NAME,
     WAIT,
     PeerServer,
+    SilentPeer,
     aio,
     done_within,
     make_rig,
     peer_server,
     pki,
+    psk_identity,
+    silent_peer,
 )
 
+from quichsd.model import ModelQuicListener
 from quichsd.model.family_faults import PLACEHOLDER, AcceptFault
 from quichsd.model.rig import DaemonRig
 from quichsd.netlink.constants import AcceptAttr
@@ -186,4 +192,54 @@ def test_a_job_over_64_kib_reaches_its_worker_whole(
     assert status == errno.EACCES, rig.log()[-2000:]  # the server is not called that
     assert waited < 5
     assert rig.worker_pids() == workers  # no worker died or was killed
+    rig.check_invariants()
+
+
+# == item 7: a request's keys are reachable only from its own handshake ==========================
+
+
+def test_an_in_flight_requests_psk_is_not_anothers(
+    make_rig: Callable[..., DaemonRig],  # noqa: F811
+    silent_peer: SilentPeer,  # noqa: F811
+) -> None:
+    """Request A (a PSK client whose key lives in the keyring its ACCEPT names) stays in
+    flight against a silent peer.  A server request B that names no keyring, offered
+    A's identity, must not find A's key; a server request that names a keyring holding
+    that identity finds it.  (A's keyring used to be linked into the session keyring
+    every worker shares while A ran.)"""
+    rig = make_rig(workers=1)
+    identity, key = psk_identity(), secrets.token_bytes(32)
+    ring_a, keys_a = rig.new_keyring(keys={identity: key})
+    first = rig.client_request(
+        silent_peer.address,
+        "psk",
+        peer_identities=[keys_a[identity]],
+        keyring=ring_a,
+        timeout_ms=6000,
+    )
+    deadline = time.monotonic() + WAIT
+    while not silent_peer.received:  # A has read its key and sent its ClientHello
+        assert time.monotonic() < deadline, rig.log()
+        time.sleep(0.02)
+    with ModelQuicListener(alpn=[ALPN]) as listener:
+        # The peer offering A's identity is the daemon's own client role, with the key
+        # in a keyring of its own (the server searches neither).
+        ring_c, keys_c = rig.new_keyring(keys={identity: key})
+        client = rig.client_request(
+            listener.address, "psk", peer_identities=[keys_c[identity]], keyring=ring_c
+        )
+        second = rig.server_request(listener, "psk")
+        assert done_within(second, WAIT)[0] == errno.EKEYREJECTED, rig.log()[-3000:]
+        rig.finish(second)
+        done_within(client, WAIT)
+        # The control: a server request naming a keyring with the identity finds it.
+        ring_b, _ = rig.new_keyring(keys={identity: key})
+        client = rig.client_request(
+            listener.address, "psk", peer_identities=[keys_c[identity]], keyring=ring_c
+        )
+        server = rig.server_request(listener, "psk", keyring=ring_b)
+        assert done_within(server, WAIT)[0] == 0, rig.log()[-3000:]
+        assert done_within(client, WAIT)[0] == 0
+    assert not first.handle.done  # A was in flight all along
+    assert done_within(first, WAIT)[0] == errno.ETIMEDOUT
     rig.check_invariants()
