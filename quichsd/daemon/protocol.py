@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, fields, replace
+from typing import TypeVar
 
 from quichsd.daemon.config import DaemonConfig, X509Files
 
@@ -93,12 +94,7 @@ def encode_job(job: Job) -> bytes:
 
 def decode_job(data: bytes) -> Job:
     """Raises ``ChannelError`` for anything but an ``encode_job`` message."""
-    try:
-        raw = json.loads(data)
-        raw["peer_identities"] = tuple(raw["peer_identities"])
-        return Job(**raw)
-    except (ValueError, TypeError, KeyError, RecursionError) as exc:
-        raise ChannelError(f"undecodable job: {exc}") from None
+    return _decode(Job, data, "peer_identities")
 
 
 def encode_outcome(outcome: Outcome) -> bytes:
@@ -120,12 +116,21 @@ def encode_outcome(outcome: Outcome) -> bytes:
 
 def decode_outcome(data: bytes) -> Outcome:
     """Raises ``ChannelError`` for anything but an ``encode_outcome`` message."""
+    return _decode(Outcome, data, "remote_auth")
+
+
+_Message = TypeVar("_Message", Job, Outcome)
+
+
+def _decode(cls: type[_Message], data: bytes, tuple_field: str) -> _Message:
+    """``cls`` from JSON whose ``tuple_field`` list becomes a tuple; any malformed
+    input (not JSON, wrong shape, missing or extra fields) is a ``ChannelError``."""
     try:
         raw = json.loads(data)
-        raw["remote_auth"] = tuple(raw["remote_auth"])
-        return Outcome(**raw)
+        raw[tuple_field] = tuple(raw[tuple_field])
+        return cls(**raw)
     except (ValueError, TypeError, KeyError, RecursionError) as exc:
-        raise ChannelError(f"undecodable outcome: {exc}") from None
+        raise ChannelError(f"undecodable {cls.__name__}: {exc}") from None
 
 
 #: Largest datagram on a worker channel (flag byte included).
