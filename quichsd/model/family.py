@@ -30,6 +30,9 @@ Behaviour modelled (``shared/spec/handshake-netlink.md``):
   ESRCH with nobody in the group (request dropped); else one READY per request.
 * cancel: pending → removed; accepted → marked done without completion; completed →
   False.
+* faults (``inject_accept_fault``, ``family_faults``): an ACCEPT that fails after
+  completing its request with EIO (EMFILE), or a reply with mangled SOCKFD
+  attributes, attributes left out, or no fd installed.
 """
 
 from __future__ import annotations
