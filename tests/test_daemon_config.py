@@ -145,3 +145,6 @@ def test_range_edges_are_accepted() -> None:
     )
     assert (config.workers, config.worker_recycle, config.tls_debug) == (128, 1, 99)
     assert (config.handshake_timeout, config.shutdown_grace) == (3600.0, 600.0)
+    url = "pkcs11:token=t;object=" + "o" * 300  # a key URL: no path names to bound
+    config = parse_config(f"[authenticate.server]\nx509.private_key={url}\n", "url")
+    assert config.server.private_key == url

@@ -52,6 +52,7 @@ _FLOAT_KEYS = set(_FLOAT_RANGES)
 #: Longest path the kernel takes (PATH_MAX with its NUL) and longest name in it.
 _PATH_MAX = 4095
 _NAME_MAX = 255
+_URL = re.compile(r"[a-z][a-z0-9+.-]*:")
 #: sun_path holds 108 bytes with the terminating NUL.
 _SOCKET_PATH_MAX = 107
 _SIDES = ("authenticate.client", "authenticate.server")
@@ -205,7 +206,8 @@ def _check_path(value: str, where: str, *, socket: bool = False) -> None:
         raise ConfigError(f"{where}: not valid UTF-8") from None
     if len(raw) > _PATH_MAX:
         raise ConfigError(f"{where}: {len(raw)} bytes, longer than a path may be ({_PATH_MAX})")
-    if any(len(part) > _NAME_MAX for part in raw.split(b"/")):
+    url = _URL.match(value) is not None  # a GnuTLS key URL (pkcs11:...) has no names
+    if not url and any(len(part) > _NAME_MAX for part in raw.split(b"/")):
         raise ConfigError(f"{where}: a name in it is longer than {_NAME_MAX} bytes")
     if socket:
         if len(raw) > _SOCKET_PATH_MAX:
