@@ -135,3 +135,47 @@ def test_load_reads_a_file(tmp_path: Path) -> None:
     config = load_config(path)
     assert config.loglevel == 3
     assert config.path == path
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("[quichsd]\nhandshake_timeout=inf", "[quichsd] handshake_timeout: inf is not a number"),
+        ("[quichsd]\nhandshake_timeout=1e999", "handshake_timeout: 1e999 is not a number"),
+        ("[quichsd]\nhandshake_timeout=nan", "handshake_timeout: must be a positive number"),
+        ("[quichsd]\nhandshake_timeout=3601", "up to 3600"),
+        ("[quichsd]\nshutdown_grace=inf", "[quichsd] shutdown_grace: inf is not a number"),
+        ("[quichsd]\nshutdown_grace=-1", "shutdown_grace: must be a positive number"),
+        ("[quichsd]\nworkers=100000", "[quichsd] workers: 100000 is outside 0..128"),
+        ("[quichsd]\nworker_recycle=0", "worker_recycle: 0 is outside 1..1000000000"),
+        ("[debug]\ntls=100", "[debug] tls: 100 is outside 0..99"),
+        ("[debug]\ndelay_done=99999999999999999999", "delay_done: 99999999999999999999 is outside"),
+        ("[quichsd]\nstatus_socket=/run/a\0b", "[quichsd] status_socket: contains a NUL byte"),
+        ("[quichsd]\nstatus_socket=/run/" + "s" * 120, "a UNIX socket path holds at most 107"),
+        ("[quichsd]\nstatus_socket=/run/quichsd/", "names a directory"),
+        ("[authenticate.server]\nx509.certificate=/a\0b", "x509.certificate: contains a NUL"),
+        ("[authenticate.client]\nx509.truststore=/" + "d" * 300, "longer than 255 bytes"),
+        ("[authenticate.client]\nx509.crl=" + "/d" * 2100, "longer than a path may be"),
+        ("[authenticate]\nkeyrings=a;b\0c", "[authenticate] keyrings: contains a NUL byte"),
+    ],
+)
+def test_values_that_switch_a_bound_off_are_refused(line: str, message: str) -> None:
+    """Each numeric key has a finite range and each path is one the kernel can take: a
+    value outside is refused with its file and line (issue 11, item 3)."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(f"# first line\n{line}\n", "quichsd.conf")
+    assert str(info.value).startswith("quichsd.conf:3: "), info.value
+    assert message in str(info.value)
+
+
+def test_range_edges_are_accepted() -> None:
+    config = parse_config(
+        "[quichsd]\nworkers=128\nworker_recycle=1\nhandshake_timeout=3600\n"
+        "shutdown_grace=600\nstatus_socket=/" + "s" * 106 + "\n[debug]\ntls=99\n",
+        "edges",
+    )
+    assert (config.workers, config.worker_recycle, config.tls_debug) == (128, 1, 99)
+    assert (config.handshake_timeout, config.shutdown_grace) == (3600.0, 600.0)
+    url = "pkcs11:token=t;object=" + "o" * 300  # a key URL: no path names to bound
+    config = parse_config(f"[authenticate.server]\nx509.private_key={url}\n", "url")
+    assert config.server.private_key == url

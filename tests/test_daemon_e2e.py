@@ -884,6 +884,11 @@ def test_bad_config_file_names_file_and_line(tmp_path: Path) -> None:
     config.write_text("[authenticate.server]\nx509.certificate\n")
     code, stderr = run_daemon_once(config, str(tmp_path / "no-family.sock"))
     assert code != 0 and f"{config}:2: expected 'key=value'" in stderr
+    # A NUL byte in the status socket's path: refused by name, not a traceback at bind().
+    config.write_bytes(b"[quichsd]\nshutdown_grace=1\nstatus_socket=/run/q\0s\n")
+    code, stderr = run_daemon_once(config, str(tmp_path / "no-family.sock"))
+    assert code != 0 and "Traceback" not in stderr
+    assert f"{config}:3: [quichsd] status_socket: contains a NUL byte" in stderr
 
 
 def test_no_handshake_family(pki: Pki) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
+import threading
 from pathlib import Path
 
 import pytest
@@ -72,23 +74,44 @@ def test_link_keyrings_reports_each_outcome() -> None:
     assert outcome["_uid.0"] == "linked"
 
 
-def test_request_keyrings_are_counted_and_startup_links_kept(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Handshakes in flight share the session keyring: one request ending must not unlink
-    a keyring another still uses, nor a keyring linked at start-up."""
-    links: list[int] = []
-    unlinks: list[int] = []
-    monkeypatch.setattr(keyring, "link_key", lambda serial, ring=0: links.append(serial))
-    monkeypatch.setattr(keyring, "unlink_key", lambda serial, ring=0: unlinks.append(serial))
-    monkeypatch.setattr(keyring, "_linked_at_start", {0x100})
-    monkeypatch.setattr(keyring, "_holds", {})
-    keyring.hold_keyring(0x200)
-    keyring.hold_keyring(0x200)
-    keyring.release_keyring(0x200)
-    assert (links, unlinks) == ([0x200], [])  # the second request still holds it
-    keyring.release_keyring(0x200)
-    assert unlinks == [0x200]
-    keyring.hold_keyring(0x100)
-    keyring.release_keyring(0x100)
-    assert links == [0x200] and unlinks == [0x200]  # start-up links are left alone
+def _thread_keyring() -> set[int]:
+    """Serials linked into the calling thread's keyring (none: it does not exist yet)."""
+    try:
+        data = keyring.read_key(keyring.KEY_SPEC_THREAD_KEYRING)
+    except keyring.KeyringError as exc:
+        if exc.errno == errno.ENOKEY:
+            return set()
+        raise
+    return set(struct.unpack(f"={len(data) // 4}i", data))
+
+
+def test_a_request_keyring_is_linked_only_in_its_block_and_its_thread() -> None:
+    """What makes a request's keys its own (the daemon's side is in test_daemon_faults):
+    the keyring is linked into the calling thread's keyring for the block only, never
+    into the session keyring every worker shares."""
+    identity = _unique("request-psk")
+    ring = keyring.add_key("keyring", _unique("consumer"), b"", keyring.KEY_SPEC_SESSION_KEYRING)
+    key = keyring.add_key("user", identity, b"P" * 32, ring)
+    try:
+        assert ring not in _thread_keyring()
+        with keyring.possessing(ring):
+            assert ring in _thread_keyring()
+            assert keyring.find_psk(identity.encode(), ring) == (key, b"P" * 32)
+            elsewhere: list[set[int]] = []
+            thread = threading.Thread(target=lambda: elsewhere.append(_thread_keyring()))
+            thread.start()
+            thread.join()
+            assert ring not in elsewhere[0]
+        assert ring not in _thread_keyring()
+    finally:
+        keyring.unlink_key(ring, keyring.KEY_SPEC_SESSION_KEYRING)
+
+
+def test_a_keyring_that_cannot_be_linked_is_not_an_error() -> None:
+    with keyring.possessing(0x7FFFFFF0):  # no such key: as tlshd, go on without it
+        assert keyring.find_psk(_unique("nobody").encode()) is None
+
+
+def test_serials_from_netlink_are_taken_as_the_kernels_signed_ids() -> None:
+    assert keyring._serial(0xFFFFFFFD) == keyring.KEY_SPEC_SESSION_KEYRING
+    assert keyring._serial(0x2F6B3A11) == 0x2F6B3A11

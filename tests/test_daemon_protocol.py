@@ -4,6 +4,11 @@
 from __future__ import annotations
 
 import json
+import os
+import select
+import socket
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -11,14 +16,22 @@ from typing import Any
 
 import pytest
 
+from quichsd.daemon import channel
 from quichsd.daemon.config import DaemonConfig, X509Files
 from quichsd.daemon.protocol import (
+    FRAME_SIZE,
+    MAX_MESSAGE,
+    ChannelError,
     Job,
+    MessageTooLarge,
     Outcome,
+    Reassembler,
+    bounded_outcome,
     decode_job,
     decode_outcome,
     encode_job,
     encode_outcome,
+    frames,
     x509_files_for,
 )
 
@@ -75,3 +88,113 @@ def test_x509_files_for_names_every_file_as_text(role: str) -> None:
     expected = {k: (str(v) if v is not None else None) for k, v in asdict(side).items()}
     assert x509_files_for(CONFIG, role) == expected
     assert x509_files_for(CONFIG, role)["private_key" if role == "client" else "crl"] is not None
+
+
+# -- framing: any message arrives whole, or not at all (issue 11, item 5) ----------------------
+
+
+@pytest.mark.parametrize("size", [0, 1, FRAME_SIZE - 1, FRAME_SIZE, 3 * FRAME_SIZE + 5, 200_000])
+def test_frames_reassemble_to_the_message(size: int) -> None:
+    message = bytes(i % 251 for i in range(size))
+    pieces = frames(message)
+    assert all(1 <= len(p) <= FRAME_SIZE for p in pieces)
+    assembler = Reassembler()
+    assert [assembler.feed(p) for p in pieces] == [None] * (len(pieces) - 1) + [message]
+    assert not assembler.partial
+
+
+def test_oversized_message_is_refused_before_any_frame() -> None:
+    with pytest.raises(MessageTooLarge):
+        frames(b"x" * (MAX_MESSAGE + 1))
+
+
+@pytest.mark.parametrize("frame", [b"", b"\x07job", b"\x02"])
+def test_bad_frames_are_errors(frame: bytes) -> None:
+    with pytest.raises(ChannelError):
+        Reassembler().feed(frame)
+
+
+def test_reassembly_is_bounded() -> None:
+    assembler = Reassembler()
+    piece = b"\x01" + b"x" * (FRAME_SIZE - 1)
+    with pytest.raises(ChannelError, match="over"):
+        for _ in range(MAX_MESSAGE // (FRAME_SIZE - 1) + 2):
+            assembler.feed(piece)
+
+
+@pytest.mark.parametrize("data", [b"", b"{", b"[]", b'{"request_id": 1}', b"[" * 100_000, b"\xff"])
+def test_garbage_is_a_channel_error_not_a_crash(data: bytes) -> None:
+    with pytest.raises(ChannelError):
+        decode_job(data)
+    with pytest.raises(ChannelError):
+        decode_outcome(data)
+
+
+def test_an_outcome_too_large_for_the_channel_is_trimmed_not_lost() -> None:
+    huge = Outcome(9, 13, (0x77,), reason="r" * MAX_MESSAGE, peer="CN=" + "p" * MAX_MESSAGE)
+    data = bounded_outcome(huge)
+    assert len(data) <= MAX_MESSAGE
+    outcome = decode_outcome(data)
+    assert (outcome.request_id, outcome.status, outcome.remote_auth) == (9, 13, (0x77,))
+    assert outcome.reason.endswith("characters cut)") and outcome.peer is not None
+    small = Outcome(9, 0, reason="fine")
+    assert bounded_outcome(small) == encode_outcome(small)
+
+
+def test_a_job_and_an_outcome_over_64_kib_cross_a_real_channel() -> None:
+    """A SOCK_SEQPACKET pair as the pool makes it: a 100 KiB job with its fd, and a
+    300 KiB outcome, arrive whole (the old 64 KiB receive buffer cut both)."""
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    carried_r, carried_w = os.pipe()
+    job = Job(9, "client", 2, "quic", 5.0, peername="\x01" * 17_000)  # JSON: 102 KiB
+    outcome = Outcome(9, 13, reason="\x02" * 50_000)  # JSON: 300 KiB
+    with parent, child:
+        parent.setblocking(False)
+        child.setblocking(False)
+        assert len(encode_job(job)) > 64 * 1024
+        sender = threading.Thread(
+            target=channel.send_message, args=(parent, encode_job(job), [carried_r])
+        )
+        sender.start()
+        got = _receive_all(child, max_fds=1)
+        sender.join()
+        ((data, fds),) = got
+        assert decode_job(data) == job and len(fds) == 1
+        assert os.fstat(fds[0]).st_ino == os.fstat(carried_r).st_ino
+        channel.close_all(fds)
+        sender = threading.Thread(
+            target=channel.send_message, args=(child, bounded_outcome(outcome))
+        )
+        sender.start()
+        ((data, fds),) = _receive_all(parent, max_fds=0)
+        sender.join()
+        assert decode_outcome(data) == outcome and fds == []
+    for fd in (carried_r, carried_w):
+        os.close(fd)
+
+
+def test_a_frame_cut_by_the_receive_buffer_is_an_error_and_closes_its_fds() -> None:
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    carried_r, carried_w = os.pipe()
+    with parent, child:
+        child.setblocking(False)
+        before = set(os.listdir("/proc/self/fd"))
+        socket.send_fds(parent, [b"\x00" + b"x" * (FRAME_SIZE + 10)], [carried_r])
+        with pytest.raises(ChannelError, match="truncated"):
+            channel.receive_messages(child, Reassembler(), [], max_fds=1)
+        assert set(os.listdir("/proc/self/fd")) == before  # the fd that came with it: closed
+    for fd in (carried_r, carried_w):
+        os.close(fd)
+
+
+def _receive_all(sock: socket.socket, max_fds: int) -> list[tuple[bytes, list[int]]]:
+    assembler = Reassembler()
+    pending: list[int] = []
+    got: list[tuple[bytes, list[int]]] = []
+    deadline = time.monotonic() + 10
+    while not got and time.monotonic() < deadline:
+        select.select([sock], [], [], 0.5)
+        messages, gone = channel.receive_messages(sock, assembler, pending, max_fds)
+        got += messages
+        assert not gone
+    return got

@@ -4,6 +4,8 @@ handlers look at it."""
 
 from __future__ import annotations
 
+import os
+import socket
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -67,20 +69,26 @@ def test_decode_with_a_given_header_matches_reading_it() -> None:
 
 
 class FakeKernel(ch.Channel):
-    """Answers ACCEPT with ``ACCEPT_REPLY`` and anything else with a capped ACK."""
+    """Answers ACCEPT with ``ACCEPT_REPLY`` naming an fd it installs (as the kernel
+    does, at the lowest free number) and anything else with a capped ACK."""
 
     port_id = PORT
 
     def __init__(self) -> None:
         self.queue: list[bytes] = []
+        self.pair = socket.socketpair()
+        self.installed: list[int] = []
 
     def fileno(self) -> int:
-        return -1
+        return self.pair[0].fileno()
 
     def send(self, data: bytes) -> None:
         (seq,) = struct.unpack_from("=I", data, 8)  # the test's own view of the request
         if data[NLMSG_HDRLEN] == Command.ACCEPT:
-            self.queue.append(ACCEPT_REPLY[:8] + struct.pack("=I", seq) + ACCEPT_REPLY[12:])
+            fd = os.dup(self.pair[1].fileno())
+            self.installed.append(fd)
+            reply = ACCEPT_REPLY[:8] + struct.pack("=I", seq) + ACCEPT_REPLY[12:24]
+            self.queue.append(reply + struct.pack("=i", fd) + ACCEPT_REPLY[28:])
         else:
             self.queue.append(
                 m.encode(
@@ -108,7 +116,10 @@ class FakeKernel(ch.Channel):
         pass
 
     def close(self) -> None:
-        pass
+        for fd in self.installed:
+            os.close(fd)
+        for sock in self.pair:
+            sock.close()
 
 
 @pytest.fixture
@@ -150,9 +161,12 @@ def test_one_request_reads_three_headers_and_decodes_three_messages(
     agent.channel.queue.append(READY)
     assert agent.recv_ready() == [rq.ReadyNotice(HandlerClass.TLSHD)]
     request = agent.accept()
-    assert request is not None and request.sockfd == 7 and request.peername == "host1.example"
-    request.sockfd = -1  # not ours to close
-    agent.done(7, 0, (0x0A1B2C3D,))
+    kernel = agent.channel
+    assert isinstance(kernel, FakeKernel)
+    assert request is not None and request.peername == "host1.example"
+    assert request.sockfd == kernel.installed[0]
+    agent.done(request.sockfd, 0, (0x0A1B2C3D,))
+    agent.close()
     # READY, the ACCEPT reply and the ACK: one header read and one decode each.
     assert len(counted["headers"]) == 3
     assert counted["decodes"] == ["acceptmsg", "acceptmsg", "ackmsg"]
@@ -173,3 +187,4 @@ def test_ready_queued_behind_a_reply_is_kept_for_later(counted: dict[str, list[s
     assert len(counted["headers"]) == 2
     assert agent.recv_ready() == [rq.ReadyNotice(HandlerClass.TLSHD)]
     assert len(counted["headers"]) == 2  # handed out from memory, not read again
+    agent.close()

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 import quichsd.model.rig as rig_module
+from quichsd.daemon.config import HANDSHAKES_PER_WORKER, MAX_WORKERS
 from quichsd.install import render_unit
 from quichsd.model import ModelQuicListener
 from quichsd.model.rig import DaemonRig, config_text
@@ -80,6 +81,16 @@ def test_service_lifecycle_directives(unit: dict[str, dict[str, list[str]]]) -> 
     assert one(service, "Restart") == "on-failure"
     assert re.fullmatch(r"\d+s", one(service, "WatchdogSec"))
     assert "SSLKEYLOGFILE" in one(service, "UnsetEnvironment")
+
+
+def test_open_files_limit_covers_the_pools_maximum(
+    unit: dict[str, dict[str, list[str]]],
+) -> None:
+    """The parent holds an fd per request in flight: the largest pool the configuration
+    allows, plus one channel per worker, must fit (an ACCEPT beyond fails EMFILE)."""
+    limit = int(one(unit["Service"], "LimitNOFILE"))
+    pool = MAX_WORKERS * HANDSHAKES_PER_WORKER
+    assert pool + MAX_WORKERS + 64 <= limit <= 2 * pool
 
 
 def test_ordering_is_tlshds(unit: dict[str, dict[str, list[str]]]) -> None:

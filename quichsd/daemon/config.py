@@ -29,18 +29,32 @@ _X509_KEYS = (
     "x509.pq.certificate",
     "x509.pq.private_key",
 )
-_INT_KEYS = {
-    ("debug", "loglevel"),
-    ("debug", "tls"),
-    ("debug", "nl"),
-    ("debug", "delay_done"),
-    ("quichsd", "workers"),
-    ("quichsd", "worker_recycle"),
+#: Every number has a finite range (quichsd.conf(5)): a value that switches a bound off
+#: (``inf``, a fork bomb of workers) is refused at start with its file and line.
+MAX_WORKERS = 128
+#: Handshakes one worker runs at once (the pool's concurrency).
+HANDSHAKES_PER_WORKER = 64
+_INT_RANGES: dict[tuple[str, str], tuple[int, int]] = {
+    ("debug", "loglevel"): (0, 100),
+    ("debug", "tls"): (0, 99),
+    ("debug", "nl"): (0, 100),
+    ("debug", "delay_done"): (0, 3600),
+    ("quichsd", "workers"): (0, MAX_WORKERS),
+    ("quichsd", "worker_recycle"): (1, 1_000_000_000),
 }
-_FLOAT_KEYS = {
-    ("quichsd", "handshake_timeout"),
-    ("quichsd", "shutdown_grace"),
+#: (lowest, highest) seconds; the lowest itself is excluded.
+_FLOAT_RANGES: dict[tuple[str, str], tuple[float, float]] = {
+    ("quichsd", "handshake_timeout"): (0.0, 3600.0),
+    ("quichsd", "shutdown_grace"): (0.0, 600.0),
 }
+_INT_KEYS = set(_INT_RANGES)
+_FLOAT_KEYS = set(_FLOAT_RANGES)
+#: Longest path the kernel takes (PATH_MAX with its NUL) and longest name in it.
+_PATH_MAX = 4095
+_NAME_MAX = 255
+_URL = re.compile(r"[a-z][a-z0-9+.-]*:")
+#: sun_path holds 108 bytes with the terminating NUL.
+_SOCKET_PATH_MAX = 107
 _SIDES = ("authenticate.client", "authenticate.server")
 _STRING_KEYS = {("quichsd", "status_socket")} | {(s, k) for s in _SIDES for k in _X509_KEYS}
 _LIST_KEYS = {("authenticate", "keyrings")}
@@ -134,27 +148,72 @@ def _convert(values: RawValues, source: str) -> Values:
         where = f"{source}:{number}: [{section}] {key}"
         if isinstance(value, tuple):  # a list key; an empty name names no keyring
             parsed: object = tuple(item for item in value if item)
+            for item in parsed:
+                _check_text(item, where)
         elif (section, key) in _INT_KEYS:
-            try:
-                parsed = int(value, 10)
-            except ValueError:
-                raise ConfigError(f"{where}: {value!r} is not an integer") from None
-            if value.strip().startswith("-"):
-                raise ConfigError(f"{where}: must not be negative")
+            parsed = _integer(value, where, _INT_RANGES[(section, key)])
         elif (section, key) in _FLOAT_KEYS:
-            try:
-                seconds = float(value)
-            except ValueError:
-                raise ConfigError(f"{where}: {value!r} is not a number of seconds") from None
-            if not seconds > 0:
-                raise ConfigError(f"{where}: must be a positive number of seconds")
-            parsed = seconds
+            parsed = _seconds(value, where, _FLOAT_RANGES[(section, key)])
         else:
             if not value:
                 raise ConfigError(f"{where}: empty value")
+            _check_path(value, where, socket=(section, key) == ("quichsd", "status_socket"))
             parsed = value
         out[f"{section}/{key}"] = parsed
     return out
+
+
+def _integer(value: str, where: str, bounds: tuple[int, int]) -> int:
+    try:
+        parsed = int(value, 10)
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not an integer") from None
+    if value.strip().startswith("-"):
+        raise ConfigError(f"{where}: must not be negative")
+    low, high = bounds
+    if not low <= parsed <= high:
+        raise ConfigError(f"{where}: {parsed} is outside {low}..{high}")
+    return parsed
+
+
+def _seconds(value: str, where: str, bounds: tuple[float, float]) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not a number of seconds") from None
+    low, high = bounds
+    if not seconds > low:  # also NaN
+        raise ConfigError(f"{where}: must be a positive number of seconds")
+    if not seconds <= high:  # also inf
+        raise ConfigError(f"{where}: {value} is not a number of seconds up to {high:g}")
+    return seconds
+
+
+def _check_text(value: str, where: str) -> None:
+    """No NUL: the kernel and GnuTLS take C strings, which would end there."""
+    if "\0" in value:
+        raise ConfigError(f"{where}: contains a NUL byte")
+
+
+def _check_path(value: str, where: str, *, socket: bool = False) -> None:
+    """A value the kernel can take as a path (or, for keys, a GnuTLS URL)."""
+    _check_text(value, where)
+    try:
+        raw = value.encode()
+    except UnicodeEncodeError:
+        raise ConfigError(f"{where}: not valid UTF-8") from None
+    if len(raw) > _PATH_MAX:
+        raise ConfigError(f"{where}: {len(raw)} bytes, longer than a path may be ({_PATH_MAX})")
+    url = _URL.match(value) is not None  # a GnuTLS key URL (pkcs11:...) has no names
+    if not url and any(len(part) > _NAME_MAX for part in raw.split(b"/")):
+        raise ConfigError(f"{where}: a name in it is longer than {_NAME_MAX} bytes")
+    if socket:
+        if len(raw) > _SOCKET_PATH_MAX:
+            raise ConfigError(
+                f"{where}: {len(raw)} bytes; a UNIX socket path holds at most {_SOCKET_PATH_MAX}"
+            )
+        if raw.endswith(b"/"):
+            raise ConfigError(f"{where}: names a directory, not a socket")
 
 
 def _side(values: Values, section: str) -> X509Files:

@@ -131,7 +131,9 @@ def build_credentials(job: Job, peer_address: str | None) -> tuple[Credentials, 
         if server:
 
             def lookup(identity: bytes) -> bytes | None:
-                found = keyring.find_psk(identity)
+                # Called in a handshake step, which does not await: see keyring.possessing.
+                with keyring.possessing(job.keyring):
+                    found = keyring.find_psk(identity, job.keyring)
                 if found is None:
                     return None
                 used_psk[:] = [found[0]]
@@ -177,10 +179,11 @@ async def run_job(job: Job, sock: QuicSocket) -> Outcome:
     if job.transport != "quic":
         return Outcome(job.request_id, errno.EOPNOTSUPP, reason=f"{job.transport} not served")
     try:
-        with keyring.held_keyring(job.keyring):
+        # The request's keyring only while its keys are read (keyring.possessing).
+        with keyring.possessing(job.keyring):
             credentials, used_psk = build_credentials(job, _peer_address(sock))
-            role = Role.SERVER if job.role == "server" else Role.CLIENT
-            result = await run_handshake_async(sock, role, credentials, job.timeout)
+        role = Role.SERVER if job.role == "server" else Role.CLIENT
+        result = await run_handshake_async(sock, role, credentials, job.timeout)
     except JobRefused as exc:
         return Outcome(job.request_id, exc.errno, reason=str(exc))
     except keyring.KeyringError as exc:

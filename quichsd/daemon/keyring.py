@@ -1,35 +1,34 @@
-"""Kernel keyrings by direct system calls (add_key, request_key, keyctl) via ctypes.
+"""Kernel keyrings: add_key(2) and keyctl(2) through the cffi module.
 
-Why not a binding: the maintained Python one (``keyutils``) needs
-libkeyutils-dev and a compiler at install time for the six operations we use;
-the system calls are stable ABI and take a few lines.  Syscall numbers are
-x86_64's and aarch64's (the architectures Debian's kernel floor runs on).
+The calls are small C wrappers in ``quichsd.tls._gnutls`` (built at install,
+``tls/_build.py``): the system headers supply the syscall numbers and keyctl
+operations, so nothing here depends on the architecture and no libkeyutils
+is needed.  Errors carry the operation and the key.
+
+A request's keys are reachable only from that request's handshake
+(``possessing``): the kernel names the consumer's keyring in ACCEPT, and the
+worker links it into its *thread* keyring for the few synchronous steps that
+read or search keys, never into the session keyring every worker shares
+(docs/ARCHITECTURE.md, "Keys").
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
+import logging
 import os
-import platform
 from collections.abc import Iterator
 from pathlib import Path
 
+from quichsd.tls._gnutls import ffi, lib
+
+log = logging.getLogger(__name__)
+
+KEY_SPEC_THREAD_KEYRING = -1
+KEY_SPEC_PROCESS_KEYRING = -2
 KEY_SPEC_SESSION_KEYRING = -3
 KEY_SPEC_USER_KEYRING = -4
-
-_KEYCTL_DESCRIBE = 6
-_KEYCTL_LINK = 8
-_KEYCTL_UNLINK = 9
-_KEYCTL_SEARCH = 10
-_KEYCTL_READ = 11
-
-_SYSCALLS = {
-    # machine: (add_key, request_key, keyctl)
-    "x86_64": (248, 249, 250),
-    "aarch64": (217, 218, 219),
-}
 
 #: Keyrings kernel consumers keep their material in; always linked, as tlshd does.
 CONSUMER_KEYRINGS = (".nvme", ".nfs", ".nfsd")
@@ -39,51 +38,41 @@ class KeyringError(OSError):
     """A key operation failed; the message names the key and the operation."""
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
+def _serial(value: int) -> int:
+    """A serial as the kernel's signed 32-bit key_serial_t (netlink sends it unsigned)."""
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
 
 
-def _numbers() -> tuple[int, int, int]:
-    machine = platform.machine()
-    try:
-        return _SYSCALLS[machine]
-    except KeyError:
-        raise KeyringError(errno.ENOSYS, f"keyring syscalls unknown on {machine}") from None
-
-
-def _call(what: str, number: int, *args: object) -> int:
-    result = int(_libc.syscall(ctypes.c_long(number), *args))
+def _check(what: str, result: int) -> int:
     if result < 0:
-        err = ctypes.get_errno()
+        err = ffi.errno
         raise KeyringError(err, f"{what}: {os.strerror(err)}")
-    return result
-
-
-def _keyctl(what: str, op: int, *args: object) -> int:
-    return _call(what, _numbers()[2], ctypes.c_long(op), *args)
+    return int(result)
 
 
 def read_key(serial: int) -> bytes:
     """The payload of key ``serial`` (a DER certificate, a private key, a PSK)."""
     what = f"reading key {serial:#x}"
-    size = _keyctl(what, _KEYCTL_READ, ctypes.c_long(serial), None, ctypes.c_long(0))
+    size = _check(what, lib.qd_keyctl_read(_serial(serial), ffi.NULL, 0))
     while True:
-        buf = ctypes.create_string_buffer(max(size, 1))
-        got = _keyctl(what, _KEYCTL_READ, ctypes.c_long(serial), buf, ctypes.c_long(size))
+        buf = ffi.new("char[]", max(size, 1))
+        got = _check(what, lib.qd_keyctl_read(_serial(serial), buf, size))
         if got <= size:
-            return buf.raw[:got]
+            return bytes(ffi.buffer(buf, got))
         size = got  # the key grew between the two calls
 
 
 def describe_key(serial: int) -> tuple[str, str]:
     """(type, description) of key ``serial``."""
     what = f"describing key {serial:#x}"
-    size = _keyctl(what, _KEYCTL_DESCRIBE, ctypes.c_long(serial), None, ctypes.c_long(0))
-    buf = ctypes.create_string_buffer(size)
-    _keyctl(what, _KEYCTL_DESCRIBE, ctypes.c_long(serial), buf, ctypes.c_long(size))
-    fields = buf.value.decode(errors="replace").split(";", 4)
+    size = _check(what, lib.qd_keyctl_describe(_serial(serial), ffi.NULL, 0))
+    buf = ffi.new("char[]", max(size, 1))
+    _check(what, lib.qd_keyctl_describe(_serial(serial), buf, size))
+    text = ffi.string(buf)
+    fields = text.decode(errors="replace").split(";", 4)
     if len(fields) != 5:
-        raise KeyringError(errno.EINVAL, f"{what}: unexpected description {buf.value!r}")
+        raise KeyringError(errno.EINVAL, f"{what}: unexpected description {text!r}")
     return fields[0], fields[4]
 
 
@@ -95,36 +84,35 @@ def psk_identity(serial: int) -> bytes:
 
 def search_key(key_type: str, description: str, keyring: int = KEY_SPEC_SESSION_KEYRING) -> int:
     what = f"searching {key_type} key {description!r}"
-    return _keyctl(
+    return _check(
         what,
-        _KEYCTL_SEARCH,
-        ctypes.c_long(keyring),
-        key_type.encode(),
-        description.encode(),
-        ctypes.c_long(0),
+        lib.qd_keyctl_search(_serial(keyring), key_type.encode(), description.encode(), 0),
     )
 
 
 def add_key(key_type: str, description: str, payload: bytes, keyring: int) -> int:
     what = f"adding {key_type} key {description!r}"
-    return _call(
+    return _check(
         what,
-        _numbers()[0],
-        key_type.encode(),
-        description.encode(),
-        payload,
-        ctypes.c_size_t(len(payload)),
-        ctypes.c_long(keyring),
+        lib.qd_add_key(
+            key_type.encode(), description.encode(), payload, len(payload), _serial(keyring)
+        ),
     )
 
 
 def link_key(serial: int, keyring: int = KEY_SPEC_SESSION_KEYRING) -> None:
-    _keyctl(f"linking key {serial:#x}", _KEYCTL_LINK, ctypes.c_long(serial), ctypes.c_long(keyring))
+    _check(f"linking key {serial:#x}", lib.qd_keyctl_link(_serial(serial), _serial(keyring)))
 
 
 def unlink_key(serial: int, keyring: int = KEY_SPEC_SESSION_KEYRING) -> None:
-    _keyctl(
-        f"unlinking key {serial:#x}", _KEYCTL_UNLINK, ctypes.c_long(serial), ctypes.c_long(keyring)
+    _check(f"unlinking key {serial:#x}", lib.qd_keyctl_unlink(_serial(serial), _serial(keyring)))
+
+
+def set_permissions(serial: int, permissions: int) -> None:
+    """KEYCTL_SETPERM (possessor, user, group, other: one byte each, high to low)."""
+    _check(
+        f"setting permissions of key {serial:#x}",
+        lib.qd_keyctl_setperm(_serial(serial), permissions),
     )
 
 
@@ -157,70 +145,59 @@ def link_keyrings(names: tuple[str, ...]) -> dict[str, str]:
             continue
         try:
             link_key(serial)
-            _linked_at_start.add(serial)
             outcome[name] = "linked"
         except KeyringError as exc:
             outcome[name] = f"not linked: {exc.strerror}"
     return outcome
 
 
-#: Keyrings link_keyrings() linked at start-up: they stay linked (see hold_keyring).
-_linked_at_start: set[int] = set()
-#: How many requests of this process hold each other keyring linked.
-_holds: dict[int, int] = {}
-
-
-def hold_keyring(serial: int) -> None:
-    """Links a request's keyring into the session keyring for its handshake.
-
-    The session keyring is shared by every handshake in flight (workers are forked with it)
-    and a link is not counted: unlinking when one request ends took the keyring from under
-    the others (a PSK search or key read failing with ENOKEY) and removed the start-up link
-    for good (seen on the real kernel: the agent's session keyring was empty after the
-    first NVMe connect; tlshd 1.4.0 links and unlinks the same way, and in bench/vm.py failed
-    2 of ~700 PSK handshakes with "failed to search 'psk' key").  So keyrings linked at
-    start-up are left alone, and any other is unlinked when the last request of this
-    process holding it ends (workers still share the session keyring: two workers holding
-    the same non-start-up keyring can still take it from each other).
-    """
-    if serial in _linked_at_start:
-        return
-    if not _holds.get(serial):
-        link_key(serial)
-    _holds[serial] = _holds.get(serial, 0) + 1
-
-
-def release_keyring(serial: int) -> None:
-    """Ends a request's ``hold_keyring``."""
-    if serial in _linked_at_start or serial not in _holds:
-        return
-    _holds[serial] -= 1
-    if _holds[serial] <= 0:
-        del _holds[serial]
-        unlink_key(serial)
-
-
 @contextlib.contextmanager
-def held_keyring(serial: int | None) -> Iterator[None]:
-    """``hold_keyring`` for the duration of one request (nothing when ``serial`` is empty)."""
-    if serial:
-        hold_keyring(serial)
+def possessing(serial: int | None) -> Iterator[None]:
+    """Possess the request keyring ``serial`` (the keys in it readable) for this block only.
+
+    Links it into the calling thread's keyring, which no other process sees, and
+    unlinks it on leaving.  A worker runs all its handshakes on one thread, so the
+    block must not await: no other request's code can run while it lasts, and no
+    other request -- in this worker or another -- can reach the keyring's keys.
+    (tlshd links the keyring into its session keyring; here that keyring is shared
+    by every worker, and by every handshake they run.)  Nothing when ``serial`` is
+    empty.
+    """
+    if not serial:
+        yield
+        return
+    try:
+        link_key(serial, KEY_SPEC_THREAD_KEYRING)
+    except KeyringError as exc:
+        # As tlshd: go on; keys reachable from the start-up links may still do.
+        log.debug("request keyring not linked: %s", exc)
+        yield
+        return
     try:
         yield
     finally:
-        if serial:
-            with contextlib.suppress(KeyringError):
-                release_keyring(serial)
+        with contextlib.suppress(KeyringError):
+            unlink_key(serial, KEY_SPEC_THREAD_KEYRING)
 
 
-def find_psk(identity: bytes) -> tuple[int, bytes] | None:
-    """Server PSK lookup: (serial, key) of a ``psk`` key, else a ``user`` key, by identity."""
+def find_psk(identity: bytes, keyring: int | None = None) -> tuple[int, bytes] | None:
+    """Server PSK lookup: (serial, key) of a ``psk`` key, else a ``user`` key, by identity.
+
+    Searched in the request's ``keyring`` (call inside ``possessing(keyring)``), then
+    in the session keyring (the keyrings linked at start-up).
+    """
     text = identity.decode(errors="replace")
+    places = (keyring, KEY_SPEC_SESSION_KEYRING) if keyring else (KEY_SPEC_SESSION_KEYRING,)
     for key_type in ("psk", "user"):
-        try:
-            serial = search_key(key_type, text)
-            return serial, read_key(serial)
-        except KeyringError as exc:
-            if exc.errno not in (errno.ENOKEY, errno.EKEYEXPIRED, errno.EKEYREVOKED, errno.ENODEV):
-                raise
+        for place in places:
+            try:
+                serial = search_key(key_type, text, place)
+                return serial, read_key(serial)
+            except KeyringError as exc:
+                if exc.errno not in _NOT_THERE:
+                    raise
     return None
+
+
+#: Search outcomes that mean "not here" (an expired, revoked or foreign key is not a hit).
+_NOT_THERE = frozenset({errno.ENOKEY, errno.EKEYEXPIRED, errno.EKEYREVOKED, errno.ENODEV})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from quichsd import __version__
 from quichsd.daemon import journal, keyring
-from quichsd.daemon.config import ConfigError, DaemonConfig, load_config
+from quichsd.daemon.config import MAX_WORKERS, ConfigError, DaemonConfig, load_config
 from quichsd.daemon.metrics import Snapshot
 from quichsd.daemon.metrics_snapshot import snapshot
 from quichsd.daemon.notify import Lifecycle, Notifier, status_line
@@ -67,7 +68,26 @@ def apply_debug(config: DaemonConfig) -> None:
 
 
 def default_workers(config: DaemonConfig) -> int:
-    return config.workers or max(2, os.cpu_count() or 2)
+    """The configured count, else one per CPU (at least 2, at most ``MAX_WORKERS``: the
+    unit's LimitNOFILE= is sized for that many, systemd/quichsd.service)."""
+    return config.workers or min(MAX_WORKERS, max(2, os.cpu_count() or 2))
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """RLIMIT_NOFILE's soft limit up to the hard one; (before, after).
+
+    The parent holds one fd per request in flight (up to workers x 64) and the
+    kernel fails an ACCEPT with EMFILE when none is free, completing that request
+    with EIO; systemd's default soft limit (1024) is below the pool's maximum.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        return soft, soft
+    return soft, hard
 
 
 def serve(options: ServeOptions) -> int:
@@ -78,6 +98,8 @@ def serve(options: ServeOptions) -> int:
         return EXIT_CONFIG
     setup_logging(config, options.stderr)
     log.info("quichsd %s on GnuTLS %s", __version__, gnutls_version())
+    before, after = raise_open_files_limit()
+    log.debug("open files limit: %d (was %d)", after, before)
     for warning in config.warnings:
         log.warning("%s", warning)
     apply_debug(config)

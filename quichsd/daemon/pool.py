@@ -20,8 +20,17 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from quichsd.daemon.protocol import RETIRING, Job, Outcome, decode_outcome, encode_job
-from quichsd.daemon.worker import MAX_MESSAGE, worker_main
+from quichsd.daemon.channel import ChannelBroken, receive_messages, send_message
+from quichsd.daemon.protocol import (
+    RETIRING,
+    ChannelError,
+    Job,
+    Outcome,
+    Reassembler,
+    decode_outcome,
+    encode_job,
+)
+from quichsd.daemon.worker import worker_main
 
 #: Imported before forking so that every worker inherits it (see ``WorkerPool.start``).
 TCP_JOB_MODULE = "quichsd.ktls.job"
@@ -37,6 +46,9 @@ class Worker:
     jobs: set[int] = field(default_factory=set)
     retiring: bool = False
     served: int = 0
+    #: Its channel broke mid-message: it gets no more jobs and is killed.
+    broken: bool = False
+    assembler: Reassembler = field(default_factory=Reassembler)
 
 
 class WorkerPool:
@@ -77,7 +89,9 @@ class WorkerPool:
     def capacity(self) -> int:
         if self.fork_per_request:
             return self.concurrency - sum(len(w.jobs) for w in self.workers)
-        return sum(self.concurrency - len(w.jobs) for w in self.workers if not w.retiring)
+        return sum(
+            self.concurrency - len(w.jobs) for w in self.workers if not (w.retiring or w.broken)
+        )
 
     def submit(self, job: Job, fd: int) -> Worker:
         """Sends ``job`` with ``fd`` to the least busy worker; the caller keeps its fd."""
@@ -85,12 +99,20 @@ class WorkerPool:
             worker = self._spawn(recycle_after=1)
         else:
             candidates = [
-                w for w in self.workers if not w.retiring and len(w.jobs) < self.concurrency
+                w
+                for w in self.workers
+                if not (w.retiring or w.broken) and len(w.jobs) < self.concurrency
             ]
             if not candidates:
                 raise RuntimeError("no worker capacity (the service checks capacity() first)")
             worker = min(candidates, key=lambda w: len(w.jobs))
-        socket.send_fds(worker.channel, [encode_job(job)], [fd])
+        try:
+            send_message(worker.channel, encode_job(job), [fd])
+        except ChannelBroken:
+            # Half a job went out: nothing more can be said on this channel.
+            worker.broken = True
+            asyncio.get_running_loop().call_soon(self.kill, worker, "worker channel broken")
+            raise
         worker.jobs.add(job.request_id)
         worker.served += 1
         return worker
@@ -145,31 +167,26 @@ class WorkerPool:
         return worker
 
     def _on_message(self, worker: Worker) -> None:
-        while True:
-            try:
-                data = worker.channel.recv(MAX_MESSAGE)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:
-                self._lost(worker, "worker exited")
-                return
-            if data == RETIRING:
-                if not worker.retiring:  # one replacement per worker, however often it says so
-                    worker.retiring = True
-                    if not self._stopping and not self.fork_per_request:
-                        self._spawn()
-                if not worker.jobs:
+        try:
+            messages, gone = receive_messages(worker.channel, worker.assembler, [])
+            for data, _fds in messages:
+                if data == RETIRING:
+                    if not worker.retiring:  # one replacement per worker, however often
+                        worker.retiring = True
+                        if not self._stopping and not self.fork_per_request:
+                            self._spawn()
+                else:
+                    outcome = decode_outcome(data)
+                    worker.jobs.discard(outcome.request_id)
+                    self._on_outcome(outcome)
+                if worker.retiring and not worker.jobs:
                     self._retire(worker)
                     return
-                continue
-            outcome = decode_outcome(data)
-            worker.jobs.discard(outcome.request_id)
-            self._on_outcome(outcome)
-            if worker.retiring and not worker.jobs:
-                self._retire(worker)
-                return
+        except ChannelError as exc:
+            self.kill(worker, f"worker broke the channel protocol: {exc}")
+            return
+        if gone:
+            self._lost(worker, "worker exited")
 
     def _retire(self, worker: Worker) -> None:
         self.recycled += 1

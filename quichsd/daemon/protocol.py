@@ -3,12 +3,23 @@
 A job travels with the handshake socket as an SCM_RIGHTS fd; an outcome comes
 back without one.  JSON keeps the format debuggable; a message is ~1 KiB and
 costs ~20 µs to encode and decode, against a handshake's milliseconds.
+
+Framing: a message goes as one or more datagrams of at most ``FRAME_SIZE``
+bytes, each a flag byte (more frames follow, or this is the last) and a piece
+of the message; the fd travels with the first.  So any message up to
+``MAX_MESSAGE`` arrives whole, whatever the socket's buffer sizes, and a
+receiver never acts on a truncated one: the codec raises ``ChannelError``
+instead.  ``MAX_MESSAGE`` is far above what a kernel request can produce (an
+ACCEPT reply fits in one netlink page, ~8 KiB; escaped as JSON, at most six
+times that, plus the configuration's paths); a larger job is refused before
+it is sent, and a worker trims an outcome's texts to fit (``bounded_outcome``).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
+from typing import TypeVar
 
 from quichsd.daemon.config import DaemonConfig, X509Files
 
@@ -89,9 +100,8 @@ def encode_job(job: Job) -> bytes:
 
 
 def decode_job(data: bytes) -> Job:
-    raw = json.loads(data)
-    raw["peer_identities"] = tuple(raw["peer_identities"])
-    return Job(**raw)
+    """Raises ``ChannelError`` for anything but an ``encode_job`` message."""
+    return _decode(Job, data, "peer_identities")
 
 
 def encode_outcome(outcome: Outcome) -> bytes:
@@ -112,6 +122,99 @@ def encode_outcome(outcome: Outcome) -> bytes:
 
 
 def decode_outcome(data: bytes) -> Outcome:
-    raw = json.loads(data)
-    raw["remote_auth"] = tuple(raw["remote_auth"])
-    return Outcome(**raw)
+    """Raises ``ChannelError`` for anything but an ``encode_outcome`` message."""
+    return _decode(Outcome, data, "remote_auth")
+
+
+_Message = TypeVar("_Message", Job, Outcome)
+
+
+def _decode(cls: type[_Message], data: bytes, tuple_field: str) -> _Message:
+    """``cls`` from JSON whose ``tuple_field`` list becomes a tuple; any malformed
+    input (not JSON, wrong shape, missing or extra fields) is a ``ChannelError``."""
+    try:
+        raw = json.loads(data)
+        raw[tuple_field] = tuple(raw[tuple_field])
+        return cls(**raw)
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise ChannelError(f"undecodable {cls.__name__}: {exc}") from None
+
+
+#: Largest datagram on a worker channel (flag byte included).
+FRAME_SIZE = 32 * 1024
+#: Largest message (a job or an outcome) the channel carries.
+MAX_MESSAGE = 4 * 1024 * 1024
+_MORE = 1
+_LAST = 0
+#: Longest text an outcome keeps (reason, peer, ALPN) when it must be trimmed to fit.
+_TEXT_KEPT = 16 * 1024
+
+
+class ChannelError(ValueError):
+    """A message that cannot be framed or a frame that breaks the protocol: the channel
+    can no longer be trusted (its peer is closed, or killed)."""
+
+
+class MessageTooLarge(ChannelError):
+    """A message above ``MAX_MESSAGE``: refused before anything is sent."""
+
+
+def frames(message: bytes) -> list[bytes]:
+    """``message`` as the datagrams that carry it (the fd goes with the first)."""
+    if len(message) > MAX_MESSAGE:
+        raise MessageTooLarge(f"a {len(message)}-byte message; the channel carries {MAX_MESSAGE}")
+    piece = FRAME_SIZE - 1
+    if len(message) <= piece:
+        return [bytes((_LAST,)) + message]
+    parts = [message[i : i + piece] for i in range(0, len(message), piece)]
+    return [bytes((_MORE,)) + p for p in parts[:-1]] + [bytes((_LAST,)) + parts[-1]]
+
+
+class Reassembler:
+    """One channel's frames in, whole messages out (bounded by ``MAX_MESSAGE``)."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    @property
+    def partial(self) -> bool:
+        """A message has begun and not ended."""
+        return bool(self._parts)
+
+    def feed(self, frame: bytes) -> bytes | None:
+        """The message ``frame`` completes, or ``None`` while more frames are due."""
+        if not frame or frame[0] not in (_MORE, _LAST):
+            raise ChannelError(f"bad frame ({len(frame)} bytes, flag {frame[:1].hex() or '-'})")
+        self._size += len(frame) - 1
+        if self._size > MAX_MESSAGE:
+            raise ChannelError(f"a message over {MAX_MESSAGE} bytes")
+        self._parts.append(frame[1:])
+        if frame[0] == _MORE:
+            return None
+        message = b"".join(self._parts)
+        self._parts.clear()
+        self._size = 0
+        return message
+
+
+def bounded_outcome(outcome: Outcome) -> bytes:
+    """``outcome`` encoded, its texts trimmed if the whole would not fit the channel:
+    the status and REMOTE_AUTH always reach the parent."""
+    data = encode_outcome(outcome)
+    if len(data) <= MAX_MESSAGE:
+        return data
+    return encode_outcome(
+        replace(
+            outcome,
+            reason=_trim(outcome.reason),
+            peer=None if outcome.peer is None else _trim(outcome.peer),
+            alpn=None if outcome.alpn is None else _trim(outcome.alpn),
+        )
+    )
+
+
+def _trim(text: str) -> str:
+    if len(text) <= _TEXT_KEPT:
+        return text
+    return f"{text[:_TEXT_KEPT]}... ({len(text) - _TEXT_KEPT} characters cut)"

@@ -9,7 +9,9 @@ request by the fd named in DONE.
 
 Back-pressure: a READY is a credit, not an order.  The parent ACCEPTs only
 while the pool has room, so excess requests wait in the kernel's queue
-(which bounds them) instead of in this process.
+(which bounds them) instead of in this process.  After an ACCEPT fails the
+credits say nothing any more, so the parent ACCEPTs, with a back-off, until
+the kernel answers that nothing is pending.
 """
 
 from __future__ import annotations
@@ -29,10 +31,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from quichsd.daemon import journal
-from quichsd.daemon.config import DaemonConfig
+from quichsd.daemon.config import HANDSHAKES_PER_WORKER, DaemonConfig
 from quichsd.daemon.metrics import Metrics
 from quichsd.daemon.pool import WorkerPool
-from quichsd.daemon.protocol import Job, Outcome, x509_files_for
+from quichsd.daemon.protocol import Job, MessageTooLarge, Outcome, x509_files_for
 from quichsd.netlink import AcceptedRequest, HandlerClass, MalformedRequest, ReadyNotice
 
 log = logging.getLogger("quichsd")
@@ -43,6 +45,9 @@ _ROLES = {1: "client", 2: "server"}
 _TRANSPORTS = {IPPROTO_QUIC: "quic", socket.IPPROTO_TCP: "tcp"}
 #: Past its deadline a handshake's worker gets this long to answer before it is killed.
 OVERRUN_GRACE = 2.0
+#: Back-off after a failed ACCEPT: first delay, doubling up to the last (seconds).
+ACCEPT_RETRY_FIRST = 0.05
+ACCEPT_RETRY_MAX = 2.0
 
 
 class FamilyPort(Protocol):
@@ -100,7 +105,7 @@ class HandshakeService:
         config: DaemonConfig,
         *,
         workers: int,
-        concurrency: int = 64,
+        concurrency: int = HANDSHAKES_PER_WORKER,
         report_remote_auth: bool = True,
         transport_probe: Callable[[int], str] = transport_of,
         served_transports: frozenset[str] = frozenset({"quic", "tcp"}),
@@ -129,6 +134,10 @@ class HandshakeService:
         #: Called once when a stop is first requested (STOPPING=1).
         self.on_stopping: list[Callable[[], None]] = []
         self._credits = 0
+        #: After a failed ACCEPT: requests may be pending without credits (_accept_failed).
+        self._probing = False
+        self._backoff = ACCEPT_RETRY_FIRST
+        self._retry: asyncio.TimerHandle | None = None
         self._ids = itertools.count(1)
         self._overrun: set[int] = set()
         self._stopping = False
@@ -154,6 +163,9 @@ class HandshakeService:
             await self._drain(self.config.shutdown_grace)
         finally:
             watchdog.cancel()
+            if self._retry is not None:
+                self._retry.cancel()
+                self._retry = None
             loop.remove_reader(self.family.fileno())
             if install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
@@ -197,31 +209,61 @@ class HandshakeService:
         self._credits += sum(1 for n in notices if n.handler_class == HandlerClass.TLSHD)
 
     def _pump(self) -> None:
-        while self._credits > 0 and not self._stopping and self.pool.capacity() > 0:
+        while (
+            (self._credits > 0 or self._probing)
+            and self._retry is None
+            and not self._stopping
+            and self.pool.capacity() > 0
+        ):
             try:
                 request = self.family.accept()
             except MalformedRequest as exc:
-                self._credits -= 1
+                self._took_one()
                 self._refuse_malformed(exc)
                 continue
             except OSError as exc:
-                log.error("ACCEPT failed: %s", exc)
-                self._credits = 0
+                self._accept_failed(exc)
                 return
-            if request is None:  # another agent took it, or it was cancelled
+            if request is None:  # nothing pending: another agent took it, or it was cancelled
                 self._credits = 0
+                self._probing = False
                 return
-            self._credits -= 1
+            self._took_one()
             self._dispatch(request)
         # READYs that arrived while ACCEPT/DONE waited for answers sit in memory, not
         # in the socket: poll() would not see them.
         if self.family.pending_ready():
             asyncio.get_running_loop().call_soon(self._on_netlink)
 
+    def _took_one(self) -> None:
+        self._credits = max(0, self._credits - 1)
+        self._backoff = ACCEPT_RETRY_FIRST
+
+    def _accept_failed(self, exc: OSError) -> None:
+        """An ACCEPT the kernel refused (EMFILE: our fd table is full; ENOMEM...).
+
+        The kernel completes that one request itself and sends no further READY for
+        the ones still queued, so their credits no longer say what is pending: keep
+        ACCEPTing, after a back-off that lets requests in flight return their fds,
+        until the kernel answers that nothing is pending (EAGAIN).
+        """
+        self._credits = max(0, self._credits - 1)
+        self._probing = True
+        delay = self._backoff
+        self._backoff = min(self._backoff * 2, ACCEPT_RETRY_MAX)
+        log.error("ACCEPT failed: %s; trying again in %.2f s", exc, delay)
+        self._retry = asyncio.get_running_loop().call_later(delay, self._retry_accept)
+
+    def _retry_accept(self) -> None:
+        self._retry = None
+        self._on_netlink()
+
     def _refuse_malformed(self, exc: MalformedRequest) -> None:
         log.error("unusable ACCEPT reply: %s", exc)
         if exc.sockfd is None:
-            return  # no fd to name: the kernel's consumer times the request out
+            # The reply installed no fd (HandshakeFamily.accept): nothing of ours to answer
+            # on, and whatever number it named is not ours to close.
+            return
         now = time.monotonic()
         request_id = next(self._ids)
         self.counters.accepted += 1
@@ -276,6 +318,8 @@ class HandshakeService:
         )
         try:
             self.pool.submit(job, request.sockfd)
+        except MessageTooLarge as exc:
+            self._complete(request_id, errno.EINVAL, reason=f"request parameters: {exc}")
         except OSError as exc:
             self._complete(request_id, errno.EIO, reason=f"handing to a worker: {exc}")
 

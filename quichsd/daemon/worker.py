@@ -17,9 +17,16 @@ import socket
 import traceback
 
 from quichsd.daemon import handler
-from quichsd.daemon.protocol import RETIRING, Job, Outcome, decode_job, encode_outcome
-
-MAX_MESSAGE = 64 * 1024
+from quichsd.daemon.channel import close_all, receive_messages, send_message
+from quichsd.daemon.protocol import (
+    RETIRING,
+    ChannelError,
+    Job,
+    Outcome,
+    Reassembler,
+    bounded_outcome,
+    decode_job,
+)
 
 
 def worker_main(channel: socket.socket, recycle_after: int) -> None:
@@ -50,11 +57,14 @@ async def _serve(channel: socket.socket, recycle_after: int) -> None:
     tasks: set[asyncio.Task[None]] = set()
     accepted = 0
 
+    assembler = Reassembler()
+    pending_fds: list[int] = []
+
     def reply(outcome: Outcome) -> None:
         try:
-            channel.send(encode_outcome(outcome))
+            send_message(channel, bounded_outcome(outcome))
         except OSError:
-            stop.set()  # the parent is gone; it answers for the job itself
+            stop.set()  # the parent is gone (or the channel broke); it answers for the job
 
     async def run(job: Job, fd: int) -> None:
         sock = None
@@ -73,18 +83,22 @@ async def _serve(channel: socket.socket, recycle_after: int) -> None:
 
     def on_message() -> None:
         nonlocal accepted
-        while True:
+        try:
+            messages, gone = receive_messages(channel, assembler, pending_fds, max_fds=1)
+        except ChannelError:
+            # Nothing can be answered on a channel that lost its framing: leaving makes the
+            # parent answer every job of ours (EIO), including any it could not send whole.
+            traceback.print_exc()
+            stop.set()
+            return
+        for data, fds in messages:
             try:
-                data, fds, _flags, _addr = socket.recv_fds(channel, MAX_MESSAGE, 1)
-            except BlockingIOError:
-                return
-            except OSError:
+                job = decode_job(data)
+            except ChannelError:
+                traceback.print_exc()
+                close_all(fds)
                 stop.set()
                 return
-            if not data:
-                stop.set()  # parent closed the channel
-                return
-            job = decode_job(data)
             if not fds:
                 reply(Outcome(job.request_id, errno.EBADF, reason="job arrived without its fd"))
                 continue
@@ -93,7 +107,12 @@ async def _serve(channel: socket.socket, recycle_after: int) -> None:
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             if accepted == recycle_after:  # once: jobs sent before the parent read it follow
-                channel.send(RETIRING)
+                try:
+                    send_message(channel, RETIRING)
+                except OSError:
+                    stop.set()
+        if gone:
+            stop.set()  # parent closed the channel
 
     loop.add_reader(channel.fileno(), on_message)
     # Until the parent closes the channel: it does so when it stops, and when this worker,

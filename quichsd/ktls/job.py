@@ -74,12 +74,13 @@ async def run_tcp_job(job: Job, sock: object) -> Outcome:
     if not isinstance(sock, socket.socket):
         return Outcome(job.request_id, errno.EIO, reason="a TCP handshake needs a kernel socket")
     try:
-        with keyring.held_keyring(job.keyring):
+        # The request's keyring only while its keys are read (keyring.possessing).
+        with keyring.possessing(job.keyring):
             credentials, used_psk = tcp_credentials(job, _peer_address(sock))
-            role = Role.SERVER if job.role == "server" else Role.CLIENT
-            result: TcpHandshakeResult = await run_tcp_handshake(
-                sock, role, credentials, job.timeout, install=installer
-            )
+        role = Role.SERVER if job.role == "server" else Role.CLIENT
+        result: TcpHandshakeResult = await run_tcp_handshake(
+            sock, role, credentials, job.timeout, install=installer
+        )
     except JobRefused as exc:
         return Outcome(job.request_id, exc.errno, reason=str(exc))
     except keyring.KeyringError as exc:

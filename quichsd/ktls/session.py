@@ -19,6 +19,7 @@ import asyncio
 import errno
 import ipaddress
 import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,7 +65,9 @@ _VERSIONS = {int(lib.GNUTLS_TLS1_3): TLS_1_3_VERSION, int(lib.GNUTLS_TLS1_2): TL
 #: Non-fatal returns other than EAGAIN (warning alerts) tolerated before giving up.
 MAX_NONFATAL = 16
 _MAX_TIMEOUT_MS = 0xFFFFFFFE
-_PEER_GONE = frozenset({errno.ECONNRESET, errno.EPIPE})
+#: Socket errors that mean the peer reset the connection (EPIPE: after its FIN); the
+#: statuses sent for each ending are tabled in docs/errno.md.
+_PEER_RESET = frozenset({errno.ECONNRESET, errno.EPIPE})
 
 
 class TcpSocket(SockoptTarget, Protocol):
@@ -283,6 +286,7 @@ class TcpTlsSession:
             return errno.EIO, "looking up the client's PSK identity failed"
         if state.psk_unknown:
             return errno.EKEYREJECTED, "the client's PSK identity is unknown here"
+        # The statuses for a connection that ends under the handshake, and why: docs/errno.md.
         if rc == lib.GNUTLS_E_PREMATURE_TERMINATION:
             return errno.ETIMEDOUT, "the peer closed the connection during the handshake"
         if rc == lib.GNUTLS_E_TIMEDOUT:
@@ -295,9 +299,10 @@ class TcpTlsSession:
         if rc in (lib.GNUTLS_E_PUSH_ERROR, lib.GNUTLS_E_PULL_ERROR):
             cause = int(state.last_errno)
             what = errno.errorcode.get(cause, str(cause))
-            if cause in _PEER_GONE:
-                # Like a close without close_notify: the consumer may retry.
-                return errno.ETIMEDOUT, f"the peer reset the connection ({what})"
+            if cause in _PEER_RESET:
+                return errno.ECONNRESET, f"the peer reset the connection ({what})"
+            if cause == errno.ENOTCONN:
+                return errno.ENOTCONN, "the socket is not connected"
             return errno.EACCES, f"socket error during the handshake ({what})"
         if state.verify_failed:
             status = int(state.verify_status)
@@ -453,6 +458,19 @@ class TcpHandshakeResult:
 Installer = Callable[[SockoptTarget, KtlsMaterial], InstallReport]
 
 
+def _connected(fd: int) -> bool:
+    """Whether the socket has a peer (a never-connected TCP socket would make the first
+    send fail with EPIPE, which reads like a reset)."""
+    borrowed = socket.socket(fileno=fd)
+    try:
+        borrowed.getpeername()
+    except OSError as exc:
+        return exc.errno != errno.ENOTCONN
+    finally:
+        borrowed.detach()  # the fd stays the caller's
+    return True
+
+
 def _get_nodelay(sock: TcpSocket) -> int:
     try:
         return int(sock.getsockopt(SOL_TCP, TCP_NODELAY))
@@ -533,6 +551,10 @@ async def run_tcp_handshake(
     started = time.monotonic()
     deadline = started + timeout
     result = TcpHandshakeResult(role, errno.EIO)
+    if not _connected(sock.fileno()):
+        # Not a peer that went away: nothing was ever there (docs/errno.md).
+        result.status, result.reason = errno.ENOTCONN, f"{role.value} TCP handshake: not connected"
+        return result
     saved_nodelay = _get_nodelay(sock)
     _set_nodelay(sock, 1)
     session: TcpTlsSession | None = None

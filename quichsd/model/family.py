@@ -30,6 +30,9 @@ Behaviour modelled (``shared/spec/handshake-netlink.md``):
   ESRCH with nobody in the group (request dropped); else one READY per request.
 * cancel: pending → removed; accepted → marked done without completion; completed →
   False.
+* faults (``inject_accept_fault``, ``family_faults``): an ACCEPT that fails after
+  completing its request with EIO (EMFILE), or a reply with mangled SOCKFD
+  attributes, attributes left out, or no fd installed.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import stat
 import struct
 import tempfile
 import threading
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
@@ -91,6 +95,7 @@ from quichsd.netlink.messages import (
 )
 
 from . import family_wire as wire
+from .family_faults import AcceptFault
 from .family_policy import ACCEPT_POLICY, Refusal, done_policy, last, validate
 from .family_request import Completion, ModelStats, RequestCancelled, RequestHandle, State
 
@@ -147,6 +152,7 @@ class FamilyModel:
         self._wake_r = self._wake_w = -1
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._accept_faults: deque[AcceptFault] = deque()
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> FamilyModel:
@@ -221,6 +227,11 @@ class FamilyModel:
         with self._lock:
             group = self.groups[GROUP_TLSHD]
             return [c.port for c in self._conns.values() if group in c.groups]
+
+    def inject_accept_fault(self, fault: AcceptFault) -> None:
+        """The next ACCEPT that finds a request plays ``fault`` (family_faults)."""
+        with self._lock:
+            self._accept_faults.append(fault)
 
     # -- kernel consumer API ---------------------------------------------------------------
     def submit(
@@ -490,9 +501,16 @@ class FamilyModel:
         if req is None:
             return Refusal(errno.EAGAIN)
         self._pending.remove(req)
-        reply = wire.accept_reply(req, self.family_id, seq, conn.port)
+        fault = self._accept_faults.popleft() if self._accept_faults else None
+        reply = wire.accept_reply(req, self.family_id, seq, conn.port, fault)
         if req.done:
             return Refusal(errno.EIO)
+        if fault is not None and (fault.error or not fault.install):
+            # The kernel could not install the fd: it completes the request itself.
+            req._finish(State.COMPLETED, Completion(errno.EIO, []))
+            if fault.error:
+                return Refusal(fault.error)
+            return None if self._send(conn, reply) else Refusal(errno.EIO)
         # Accepted before the reply leaves, so the agent never observes a stale state.
         req.state = State.ACCEPTED
         req.accepted_by = conn.port

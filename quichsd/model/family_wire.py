@@ -43,6 +43,7 @@ from quichsd.netlink.messages import (
     read_header,
 )
 
+from .family_faults import AcceptFault
 from .family_policy import Refusal
 from .family_request import RequestHandle
 
@@ -175,15 +176,19 @@ def ready(family_id: int, handler_class: int) -> bytes:
     )
 
 
-def accept_reply(req: RequestHandle, family_id: int, seq: int, port: int) -> bytes:
-    """ACCEPT reply, unicast to the requester with its seq, flags 0, version 1."""
+def accept_reply(
+    req: RequestHandle, family_id: int, seq: int, port: int, fault: AcceptFault | None = None
+) -> bytes:
+    """ACCEPT reply, unicast to the requester with its seq, flags 0, version 1
+    (mangled as ``fault`` says, when one is given)."""
+    attrs = reply_attrs(req)
     return encode(
         acceptmsg,
         msg_type=family_id,
         flags=0,
         seq=seq,
         pid=port,
-        attrs=reply_attrs(req),
+        attrs=attrs if fault is None else fault.attrs(attrs),
         cmd=Command.ACCEPT,
         version=FAMILY_VERSION,
     )

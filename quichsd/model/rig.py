@@ -66,7 +66,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -101,6 +101,8 @@ AUTH_MODES: dict[str, int] = {
     "x509": int(AuthMode.X509),
 }
 _RELOADED = "configuration reloaded"
+#: A consumer keyring's permissions: possessor all; user view, read, search, link.
+CONSUMER_KEYRING_PERM = 0x3F1B0000
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -270,6 +272,7 @@ class DaemonRig:
         self._family_started = False
         self._tracked: list[_Tracked] = []
         self._keyring: int | None = None
+        self._consumer_keyrings: list[int] = []
         self._closed = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -348,6 +351,9 @@ class DaemonRig:
                 with contextlib.suppress(keyring.KeyringError):
                     keyring.unlink_key(self._keyring)
                 self._keyring = None
+            for serial in self._consumer_keyrings:
+                with contextlib.suppress(keyring.KeyringError):
+                    keyring.unlink_key(serial, keyring.KEY_SPEC_PROCESS_KEYRING)
             for tracked in self._tracked:
                 if tracked.exported is not None:
                     tracked.exported.wait_stopped(self.wait)
@@ -521,13 +527,27 @@ class DaemonRig:
         """A DER certificate or private key as a ``user`` key; the serial for the ACCEPT."""
         return self.add_key(description, der)
 
-    def new_keyring(self, name: str | None = None) -> int:
-        """A keyring *not* reachable from the session keyring (for ACCEPT's KEYRING)."""
+    def new_keyring(
+        self, name: str | None = None, keys: Mapping[str, bytes] | None = None
+    ) -> tuple[int, dict[str, int]]:
+        """A consumer's keyring *not* reachable from the session keyring (for ACCEPT's
+        KEYRING), holding ``keys`` (description -> payload) as ``user`` keys: its serial
+        and theirs.  As in the real-kernel floor, uid 0 may view, search and link the
+        keyring, but only a possessor may read the keys: the daemon must link it."""
         description = name or f"quichsd-rig-consumer-{secrets.token_hex(4)}"
         serial = keyring.add_key("keyring", description, b"", self.keyring)
-        # Reachable only through the serial the consumer passes: take it out of our tree.
+        serials = {
+            key: keyring.add_key("user", key, payload, serial)
+            for key, payload in (keys or {}).items()
+        }
+        keyring.set_permissions(serial, CONSUMER_KEYRING_PERM)
+        # Kept alive as the consumer keeps its keyring (a reference), from this process's
+        # keyring, which the daemon does not share; reachable for the daemon only through
+        # the serial the consumer passes: take it out of our session tree.
+        keyring.link_key(serial, keyring.KEY_SPEC_PROCESS_KEYRING)
+        self._consumer_keyrings.append(serial)
         keyring.unlink_key(serial, self.keyring)
-        return serial
+        return serial, serials
 
     def _forget_peer_keys(self) -> None:
         for tracked in self._tracked:

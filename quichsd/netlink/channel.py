@@ -335,9 +335,14 @@ def _is_family_message(framed: Framed) -> bool:
 
 
 def _install_fds(data: bytes, fds: list[int]) -> bytes:
-    """Write received fd numbers into the SOCKFD of each ACCEPT reply, in order.
+    """Write received fd numbers into the SOCKFD placeholders of each ACCEPT reply.
 
-    Any fd left over (nothing to patch) is closed so it cannot leak.
+    Each ACCEPT reply of the datagram owns the next fd, as the kernel installs one
+    per reply, and every SOCKFD of that reply holding the placeholder -1 is set to
+    it.  A reply whose SOCKFD names something else (a model playing a faulty
+    kernel) keeps its fd installed all the same, unnamed, as a kernel's would be:
+    the agent must find it.  An fd left over (no reply to own it) is closed so it
+    cannot leak.
     """
     buf = bytearray(data)
     remaining = list(fds)
@@ -349,16 +354,20 @@ def _install_fds(data: bytes, fds: list[int]) -> bytes:
     for framed in messages:
         raw = framed.data
         if remaining and _is_family_message(framed) and raw[NLMSG_HDRLEN] == Command.ACCEPT:
+            fd = remaining.pop(0)
             try:
                 attrs, _ = raw_attributes(decode(raw, acceptmsg, framed.header), ACCEPT_NAMES)
             except MalformedMessage:
                 attrs = []
             for attr in attrs:
-                if attr.number == AcceptAttr.SOCKFD and len(attr.payload) == 4:
-                    struct.pack_into("=i", buf, base + attr.offset + 4, remaining.pop(0))
-                    break
+                if attr.number == AcceptAttr.SOCKFD and attr.payload == _PLACEHOLDER:
+                    struct.pack_into("=i", buf, base + attr.offset + 4, fd)
         base += (len(raw) + 3) & ~3
     for fd in remaining:
         with contextlib.suppress(OSError):
             os.close(fd)
     return bytes(buf)
+
+
+#: SOCKFD as the model sends it: "the fd that came with this reply".
+_PLACEHOLDER = struct.pack("=i", -1)

@@ -15,6 +15,8 @@ import asyncio
 import errno
 import itertools
 import logging
+import os
+import stat
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -42,6 +44,7 @@ from .constants import (
 from .errors import (
     FamilyUnavailable,
     MalformedMessage,
+    MalformedRequest,
     NetlinkCommandError,
     ReplyTimeout,
 )
@@ -249,6 +252,10 @@ class HandshakeFamily:
         CAP_NET_ADMIN, EINVAL for a bad handler class).
         """
         family_id = self._require_family()
+        # The kernel installs the request's fd at the lowest free number (as dup() picks
+        # one): learning that number first tells which fd the reply installed, whatever
+        # its SOCKFD says (see _installed_by).
+        expected = _lowest_free_fd(self.fileno())
         seq = next(self._seq)
         data = encode(
             acceptmsg,
@@ -267,7 +274,19 @@ class HandshakeFamily:
                 return None
             raise
         assert answer.reply is not None
-        return parse_accept_reply(answer.reply.data, answer.reply.header)
+        try:
+            request = parse_accept_reply(answer.reply.data, answer.reply.header)
+        except MalformedRequest as exc:
+            raise MalformedRequest(exc.attribute, exc.reason, _installed_by(expected)) from exc
+        if request.sockfd != expected or _installed_by(expected) is None:
+            installed = _installed_by(expected)
+            raise MalformedRequest(
+                ACCEPT_NAMES[AcceptAttr.SOCKFD],
+                f"names fd {request.sockfd}, but the reply installed "
+                + ("none" if installed is None else f"fd {installed}"),
+                installed,
+            )
+        return request
 
     # -- DONE -------------------------------------------------------------------------
     def done(
@@ -471,3 +490,25 @@ class HandshakeFamily:
         return NetlinkCommandError(
             command, code, attribute=attribute, message=message, seq=int(ack["orig_seq"])
         )
+
+
+def _lowest_free_fd(any_open_fd: int) -> int:
+    """The number the kernel will give the next fd installed in this process."""
+    probe = os.dup(any_open_fd)
+    os.close(probe)
+    return probe
+
+
+def _installed_by(expected: int) -> int | None:
+    """``expected`` if an ACCEPT reply installed a socket there, else ``None``.
+
+    ``expected`` was free just before the ACCEPT, and the parent is single-threaded,
+    so an fd there now is the one the reply brought: the only fd the caller may
+    answer and close.  Any other number a reply names (stderr, the netlink socket, a
+    worker's channel, a request in flight) is never touched.
+    """
+    try:
+        mode = os.fstat(expected).st_mode
+    except OSError:
+        return None
+    return expected if stat.S_ISSOCK(mode) else None

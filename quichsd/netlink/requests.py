@@ -180,20 +180,26 @@ def parse_ready(data: bytes, header: Header | None = None) -> ReadyNotice:
 def parse_accept_reply(data: bytes, header: Header | None = None) -> AcceptedRequest:
     """Parse an ACCEPT reply; raise ``MalformedRequest`` naming the bad attribute.
 
-    SOCKFD is read first so that even a rejected reply tells the caller which
-    descriptor to report DONE on and close. ``header``: as for ``parse_ready``.
+    SOCKFD is read first so that a rejected reply can tell which descriptor it
+    names; the caller still decides which fd the reply installed (a faulty reply may
+    name any number, HandshakeFamily.accept). ``header``: as for ``parse_ready``.
     """
     try:
         attrs, _ = _genl_message(data, Command.ACCEPT, header)
     except MalformedMessage as exc:
         raise MalformedRequest(exc.attribute, exc.reason, None) from exc
     sockfd: int | None = None
+    copies = 0
     for attr in attrs:
         if attr.number == AcceptAttr.SOCKFD:
+            copies += 1
             try:
                 sockfd = _s32(attr)
             except MalformedMessage as exc:
                 raise MalformedRequest(exc.attribute, exc.reason, None) from exc
+    if copies > 1:
+        # The kernel installs one fd per reply and names it once: which copy is it?
+        raise MalformedRequest(ACCEPT_NAMES[AcceptAttr.SOCKFD], f"sent {copies} times", None)
     try:
         return _build(attrs, sockfd)
     except MalformedRequest:

@@ -244,13 +244,47 @@ struct qd_tcp {
 void qd_tcp_attach(gnutls_session_t s, struct qd_tcp *t, int fd);
 void qd_tcp_set_psk_server_callback(gnutls_psk_server_credentials_t cred);
 int qd_tcp_record_state(gnutls_session_t s, unsigned read, unsigned char *iv, unsigned *iv_len, unsigned char *key, unsigned *key_len, unsigned char *seq);
+
+/* Kernel keyrings (daemon/keyring.py): add_key(2) and the keyctl(2) operations used. */
+long qd_add_key(const char *type, const char *description, const void *payload, size_t plen, int32_t keyring);
+long qd_keyctl_read(int32_t key, char *buffer, size_t buflen);
+long qd_keyctl_describe(int32_t key, char *buffer, size_t buflen);
+long qd_keyctl_search(int32_t keyring, const char *type, const char *description, int32_t destination);
+long qd_keyctl_link(int32_t key, int32_t keyring);
+long qd_keyctl_unlink(int32_t key, int32_t keyring);
+long qd_keyctl_setperm(int32_t key, uint32_t permissions);
+"""
+
+# The keyring calls through the C library's syscall(): the numbers come from this
+# machine's <sys/syscall.h> and the operations from <linux/keyctl.h>, so no
+# per-architecture table is kept in Python and no libkeyutils is needed.
+KEYRING_C = r"""
+#include <stdint.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+#include <linux/keyctl.h>
+
+long qd_add_key(const char *type, const char *description, const void *payload, size_t plen, int32_t keyring)
+{ return syscall(__NR_add_key, type, description, payload, plen, keyring); }
+long qd_keyctl_read(int32_t key, char *buffer, size_t buflen)
+{ return syscall(__NR_keyctl, KEYCTL_READ, key, buffer, buflen); }
+long qd_keyctl_describe(int32_t key, char *buffer, size_t buflen)
+{ return syscall(__NR_keyctl, KEYCTL_DESCRIBE, key, buffer, buflen); }
+long qd_keyctl_search(int32_t keyring, const char *type, const char *description, int32_t destination)
+{ return syscall(__NR_keyctl, KEYCTL_SEARCH, keyring, type, description, destination); }
+long qd_keyctl_link(int32_t key, int32_t keyring)
+{ return syscall(__NR_keyctl, KEYCTL_LINK, key, keyring); }
+long qd_keyctl_unlink(int32_t key, int32_t keyring)
+{ return syscall(__NR_keyctl, KEYCTL_UNLINK, key, keyring); }
+long qd_keyctl_setperm(int32_t key, uint32_t permissions)
+{ return syscall(__NR_keyctl, KEYCTL_SETPERM, key, permissions); }
 """
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "quichsd.tls._gnutls",
-    (Path(__file__).with_name("_glue.c")).read_text(),
+    (Path(__file__).with_name("_glue.c")).read_text() + KEYRING_C,
     libraries=["gnutls"],
     extra_compile_args=["-O2"],
 )
