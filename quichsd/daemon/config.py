@@ -13,6 +13,7 @@ warnings (tlshd ignores them, and a drop-in must load any file tlshd loads).
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,6 +115,9 @@ def parse_keyfile(text: str | bytes, source: str) -> tuple[RawValues, list[str]]
         keyfile = KeyFile.parse(text)
     except KeyFileError as exc:
         raise ConfigError(f"{source}:{exc.line}: {exc.message}") from None
+    data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text
+    # GLib ends a line at a NUL and tlshd would use what comes before it; we refuse it.
+    cut_lines = {n for n, line in enumerate(data.split(b"\n"), 1) if b"\0" in line}
     values: RawValues = {}
     notes = [
         (r.later, f"[{r.group}] {r.key} set again (line {r.earlier}): the last value wins")
@@ -125,10 +129,12 @@ def parse_keyfile(text: str | bytes, source: str) -> tuple[RawValues, list[str]]
             if (section, key) not in KNOWN_KEYS:
                 notes.append((entry.line, f"unknown key [{section}] {key} ignored"))
                 continue
+            where = f"{source}:{entry.line}: [{section}] {key}"
+            if entry.line in cut_lines:
+                raise ConfigError(f"{where}: contains a NUL byte")
             try:
                 values[(section, key)] = (_read(keyfile, section, key), entry.line)
             except KeyFileError as exc:
-                where = f"{source}:{entry.line}: [{section}] {key}"
                 raise ConfigError(f"{where}: {exc.message}") from None
     return values, [f"{source}:{line}: {note}" for line, note in sorted(notes)]
 
@@ -147,9 +153,10 @@ def _convert(values: RawValues, source: str) -> Values:
     for (section, key), (value, number) in values.items():
         where = f"{source}:{number}: [{section}] {key}"
         if isinstance(value, tuple):  # a list key; an empty name names no keyring
-            parsed: object = tuple(item for item in value if item)
-            for item in parsed:
+            items = tuple(item for item in value if item)
+            for item in items:
                 _check_text(item, where)
+            parsed: object = items
         elif (section, key) in _INT_KEYS:
             parsed = _integer(value, where, _INT_RANGES[(section, key)])
         elif (section, key) in _FLOAT_KEYS:
