@@ -150,6 +150,8 @@ struct qd_journal {
     int sent_alert;
     int verify_failed;
     unsigned verify_status;
+    int early_tx;
+    int hrr;
     int setup_rc;
     int setup_step;
     int alpn_check;

@@ -88,6 +88,8 @@ struct qd_journal {
 	int sent_alert;			/* alert GnuTLS asked us to send, -1 if none */
 	int verify_failed;
 	unsigned verify_status;		/* of a client chain qd_verify_client rejected */
+	int early_tx;			/* client: the 0-RTT transmit secret was journaled */
+	int hrr;			/* client: the server answered with a HelloRetryRequest */
 	int setup_rc;			/* qd_open(): GnuTLS error of the step that failed */
 	int setup_step;
 	/* set by the qd_step() that completes the handshake */
@@ -111,6 +113,11 @@ static int qd_py_psk_lookup(void *handle, const unsigned char *identity,
 static const unsigned char qd_g2k[4] = { 1, 3, 2, 0 };
 /* kernel level -> gnutls level: APP 0->3, INITIAL 1->0, HANDSHAKE 2->2, EARLY 3->1 */
 static const unsigned char qd_k2g[4] = { 3, 0, 2, 1 };
+/* ServerHello.random of a HelloRetryRequest: SHA-256("HelloRetryRequest"), RFC 8446 §4.1.3 */
+static const unsigned char qd_hrr_random[32] = {
+	0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8, 0x91,
+	0xc2, 0xa2, 0x11, 0x16, 0x7a, 0xbb, 0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c,
+};
 
 static int qd_reserve(struct qd_journal *j, size_t extra)
 {
@@ -212,6 +219,15 @@ static int qd_on_secret(gnutls_session_t s,
 	unsigned cipher = qd_kernel_cipher(level == GNUTLS_ENCRYPTION_LEVEL_EARLY ?
 					   gnutls_early_cipher_get(s) :
 					   gnutls_cipher_get(s));
+	if (level == GNUTLS_ENCRYPTION_LEVEL_EARLY && tx) {
+		/* GnuTLS offers early data again in the ClientHello that answers a
+		 * HelloRetryRequest (RFC 8446 §4.2.10 says not to) and derives a second
+		 * 0-RTT key; a level's key is installed once, and a server that asked
+		 * for a retry reads no 0-RTT data anyway. */
+		if (j->early_tx)
+			return 0;
+		j->early_tx = 1;
+	}
 	unsigned flag = (tx ? QD_SECRET_TX : 0) | (rx ? QD_SECRET_RX : 0);
 	/* Transmit first: a level's send key must exist before bytes go out at it. */
 	return qd_append2(j, QD_KIND_SECRET, qd_g2k[level & 3], flag, cipher,
@@ -232,6 +248,10 @@ static int qd_on_alert(gnutls_session_t s,
 static int qd_tp_recv(gnutls_session_t s, const unsigned char *data, size_t size)
 {
 	struct qd_journal *j = gnutls_session_get_ptr(s);
+	/* After a HelloRetryRequest the second ClientHello repeats the extension
+	 * (RFC 8446 §4.1.2): the kernel is given it once. */
+	if (j->peer_tp_seen)
+		return 0;
 	j->peer_tp_seen = 1;
 	return qd_append(j, QD_KIND_PEER_TP, 0, 0, 0, data, size);
 }
@@ -457,6 +477,9 @@ static int qd_step(struct qd_journal *j, int klevel, const unsigned char *data,
 	if (!s)
 		return GNUTLS_E_INVALID_SESSION;
 	if (size) {
+		if (!j->is_server && klevel == 1 && size >= 38 && data[0] == 2 &&
+		    memcmp(data + 6, qd_hrr_random, 32) == 0)
+			j->hrr = 1;
 		int rc = gnutls_handshake_write(s, qd_k2g[klevel & 3], data, size);
 		if (rc < 0)
 			return rc;

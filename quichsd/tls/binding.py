@@ -56,30 +56,39 @@ def _format(blob: bytes) -> int:
     return int(lib.GNUTLS_X509_FMT_PEM if pem else lib.GNUTLS_X509_FMT_DER)
 
 
-_priority_cache: dict[int, Any] = {}
+_priority_cache: dict[tuple[int, tuple[str, ...]], Any] = {}
 
 
-def priority_for(cipher: int) -> Any:
+def priority_for(cipher: int, groups: tuple[str, ...] = ()) -> Any:
     """The QUIC priority cache for a payload cipher (0 = any), built once per process.
 
     TLS 1.3 only, middlebox compatibility mode off (RFC 9001 §8.4), PSK modes
-    with and without (EC)DHE for resumption and external PSKs.
+    with and without (EC)DHE for resumption and external PSKs.  ``groups``
+    (GnuTLS names such as ``SECP384R1``, in preference order) replaces
+    GnuTLS's key-exchange groups: a client sends key shares for the first of
+    them, a server asks for another with a HelloRetryRequest.
     """
-    cached = _priority_cache.get(cipher)
+    key = (cipher, groups)
+    cached = _priority_cache.get(key)
     if cached is not None:
         return cached
     names = CIPHER_PRIORITY_NAMES.get(cipher)
     if names is None:
         raise TlsSetupError(f"payload cipher {cipher} is not one of 0, 51..54", code=errno.EINVAL)
+    group_text = "".join(":+GROUP-" + g for g in groups)
     text = (
         "NORMAL:-VERS-ALL:+VERS-TLS1.3:+ECDHE-PSK:+PSK:-CIPHER-ALL:"
         + ":".join("+" + n for n in names)
+        + (":-GROUP-ALL" + group_text if groups else "")
         + ":%DISABLE_TLS13_COMPAT_MODE"
     )
     holder = ffi.new("gnutls_priority_t *")
-    check(lib.gnutls_priority_init(holder, text.encode(), ffi.NULL), f"priority {text!r}")
+    rc = lib.gnutls_priority_init(holder, text.encode(), ffi.NULL)
+    if rc < 0 and groups:
+        raise TlsSetupError(f"key-exchange groups {', '.join(groups)}", rc, code=errno.EINVAL)
+    check(rc, f"priority {text!r}")
     cache = ffi.gc(holder[0], lib.gnutls_priority_deinit)
-    _priority_cache[cipher] = cache
+    _priority_cache[key] = cache
     return cache
 
 

@@ -31,7 +31,7 @@ from quichsd.tls.events import (
     AlpnNegotiated,
     Event,
     HandshakeFailed,
-    SendHandshake,
+    InstallSecret,
     SessionTicket,
 )
 from quichsd.tls.failures import (
@@ -59,6 +59,7 @@ __all__ = ["MAX_TRANSPORT_PARAMETERS", "EngineStateError", "HandshakeEngine", "S
 _APP = int(Level.APP)
 _NO_TRANSPORT_PARAMETERS = lib.QD_NO_TRANSPORT_PARAMETERS
 _NONFATAL = frozenset({lib.GNUTLS_E_AGAIN, lib.GNUTLS_E_INTERRUPTED})
+_GNUTLS_3_8 = bool(lib.gnutls_check_version(b"3.8.0"))
 
 
 class State(Enum):
@@ -185,8 +186,10 @@ class HandshakeEngine:
             for event in events:
                 if type(event) is AlpnNegotiated:
                     self._alpn = event.protocol
-            if self._alpn is None and any(type(e) is SendHandshake for e in events):
+            if self._alpn is None and any(type(e) is InstallSecret for e in events):
                 # RFC 9001 §8.1: GnuTLS checks ALPN only when the ClientHello carries it.
+                # Checked on the ServerHello flight (the one with keys), not on a
+                # HelloRetryRequest: ALPN is read from the ClientHello that follows it.
                 # Nothing of this flight goes out, so no key for it is installed either.
                 self._alert = ALERT_NO_APPLICATION_PROTOCOL
                 return self._fail_step(errno.EACCES, "the client offered no ALPN protocol")
@@ -259,6 +262,11 @@ class HandshakeEngine:
         if fields.sent_alert < 0:
             lib.gnutls_alert_send_appropriate(fields.session, rc)
             drain(self._journal)
+        if fields.hrr and fields.early_tx and not _GNUTLS_3_8:
+            reason += (
+                "; GnuTLS before 3.8 cannot finish a handshake after a HelloRetryRequest "
+                "once it offered early data: retry without the session ticket"
+            )
         if fields.psk_unknown:
             self._alert = ALERT_UNKNOWN_PSK_IDENTITY
         elif fields.psk_error:
