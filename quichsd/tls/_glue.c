@@ -39,6 +39,9 @@
 
 /* qd_step(): the handshake completed without the peer's transport parameters. */
 #define QD_NO_TRANSPORT_PARAMETERS 1
+/* qd_step(): bytes at a level that does not exist, or a message at the wrong level
+ * (RFC 9001 §4.1.3-4.1.4); bad_level and bad_type say which.  Nothing was fed. */
+#define QD_UNEXPECTED_MESSAGE 2
 
 /* qd_open() steps, for the error Python raises when one fails. */
 #define QD_STEP_INIT 1
@@ -90,6 +93,14 @@ struct qd_journal {
 	unsigned verify_status;		/* of a client chain qd_verify_client rejected */
 	int early_tx;			/* client: the 0-RTT transmit secret was journaled */
 	int hrr;			/* client: the server answered with a HelloRetryRequest */
+	int bad_level;			/* QD_UNEXPECTED_MESSAGE: the level, and the message */
+	int bad_type;			/* type (-1 when the level itself does not exist) */
+	/* Per kernel level: where the peer's message stream is (header bytes, body left). */
+	struct {
+		unsigned char hdr[4];
+		unsigned hdr_len;
+		uint32_t left;
+	} msgs[4];
 	int setup_rc;			/* qd_open(): GnuTLS error of the step that failed */
 	int setup_step;
 	/* set by the qd_step() that completes the handshake */
@@ -466,6 +477,67 @@ static void qd_close(struct qd_journal *j)
 	free(j);
 }
 
+/* Whether the peer may send handshake message `type` at kernel level `klevel`
+ * (RFC 8446 §4 and RFC 9001 §4.1.4: which message belongs to which level). */
+static int qd_message_allowed(int is_server, int klevel, unsigned type)
+{
+	switch (klevel) {
+	case 1:	/* INITIAL: the hellos (a HelloRetryRequest is a ServerHello) */
+		return type == (is_server ? GNUTLS_HANDSHAKE_CLIENT_HELLO :
+				GNUTLS_HANDSHAKE_SERVER_HELLO);
+	case 2:	/* HANDSHAKE */
+		if (type == GNUTLS_HANDSHAKE_CERTIFICATE_PKT ||
+		    type == GNUTLS_HANDSHAKE_CERTIFICATE_VERIFY ||
+		    type == GNUTLS_HANDSHAKE_FINISHED || type == 25 /* compressed_certificate */)
+			return 1;
+		return !is_server && (type == GNUTLS_HANDSHAKE_ENCRYPTED_EXTENSIONS ||
+				      type == GNUTLS_HANDSHAKE_CERTIFICATE_REQUEST);
+	case 0:	/* APP: only tickets, and only to a client (QUIC has no TLS KeyUpdate) */
+		return !is_server && type == GNUTLS_HANDSHAKE_NEW_SESSION_TICKET;
+	default: /* EARLY carries no CRYPTO frames */
+		return 0;
+	}
+}
+
+/* Follows the message boundaries of the peer's bytes at a level and checks each
+ * message's type before GnuTLS sees any of it: 0, or QD_UNEXPECTED_MESSAGE. */
+static int qd_check_messages(struct qd_journal *j, int klevel, const unsigned char *data,
+			     size_t size)
+{
+	if (klevel < 0 || klevel > 3) {
+		j->bad_level = klevel;
+		j->bad_type = -1;
+		return QD_UNEXPECTED_MESSAGE;
+	}
+	if (klevel == 3 || (klevel == 0 && j->is_server)) {
+		j->bad_level = klevel;
+		j->bad_type = size ? data[0] : -1;
+		return QD_UNEXPECTED_MESSAGE;
+	}
+	__typeof__(j->msgs[0]) *m = &j->msgs[klevel];
+	while (size) {
+		if (m->left) {
+			size_t n = m->left < size ? m->left : size;
+			m->left -= (uint32_t)n;
+			data += n;
+			size -= n;
+			continue;
+		}
+		m->hdr[m->hdr_len++] = *data++;
+		size--;
+		if (m->hdr_len == 1 && !qd_message_allowed(j->is_server, klevel, m->hdr[0])) {
+			j->bad_level = klevel;
+			j->bad_type = m->hdr[0];
+			return QD_UNEXPECTED_MESSAGE;
+		}
+		if (m->hdr_len < 4)
+			continue;
+		m->hdr_len = 0;
+		m->left = ((uint32_t)m->hdr[1] << 16) | ((uint32_t)m->hdr[2] << 8) | m->hdr[3];
+	}
+	return 0;
+}
+
 /*
  * Feeds bytes received at a kernel level (none when size is 0) and advances:
  * a GnuTLS code, or QD_NO_TRANSPORT_PARAMETERS for a completion that is not.
@@ -477,10 +549,12 @@ static int qd_step(struct qd_journal *j, int klevel, const unsigned char *data,
 	if (!s)
 		return GNUTLS_E_INVALID_SESSION;
 	if (size) {
+		if (qd_check_messages(j, klevel, data, size))
+			return QD_UNEXPECTED_MESSAGE;
 		if (!j->is_server && klevel == 1 && size >= 38 && data[0] == 2 &&
 		    memcmp(data + 6, qd_hrr_random, 32) == 0)
 			j->hrr = 1;
-		int rc = gnutls_handshake_write(s, qd_k2g[klevel & 3], data, size);
+		int rc = gnutls_handshake_write(s, qd_k2g[klevel], data, size);
 		if (rc < 0)
 			return rc;
 	}
@@ -494,7 +568,9 @@ static int qd_post_handshake(struct qd_journal *j, int klevel,
 {
 	if (!j->session)
 		return GNUTLS_E_INVALID_SESSION;
-	return gnutls_handshake_write(j->session, qd_k2g[klevel & 3], data, size);
+	if (qd_check_messages(j, klevel, data, size))
+		return QD_UNEXPECTED_MESSAGE;
+	return gnutls_handshake_write(j->session, qd_k2g[klevel], data, size);
 }
 
 /* Hands GnuTLS a copy it owns (it frees PSK keys with gnutls_free). */

@@ -38,9 +38,12 @@ from quichsd.tls.failures import (
     ALERT_INTERNAL_ERROR,
     ALERT_MISSING_EXTENSION,
     ALERT_NO_APPLICATION_PROTOCOL,
+    ALERT_UNEXPECTED_MESSAGE,
     ALERT_UNKNOWN_PSK_IDENTITY,
+    alert_text,
     classify,
     errno_for_peer_alert,
+    unexpected_message_text,
 )
 from quichsd.tls.levels import Level
 from quichsd.tls.records import (
@@ -58,6 +61,7 @@ __all__ = ["MAX_TRANSPORT_PARAMETERS", "EngineStateError", "HandshakeEngine", "S
 
 _APP = int(Level.APP)
 _NO_TRANSPORT_PARAMETERS = lib.QD_NO_TRANSPORT_PARAMETERS
+_UNEXPECTED_MESSAGE = lib.QD_UNEXPECTED_MESSAGE
 _NONFATAL = frozenset({lib.GNUTLS_E_AGAIN, lib.GNUTLS_E_INTERRUPTED})
 _GNUTLS_3_8 = bool(lib.gnutls_check_version(b"3.8.0"))
 
@@ -164,7 +168,9 @@ class HandshakeEngine:
 
     def peer_alert(self, alert: int) -> list[Event]:
         """The peer closed with CRYPTO_ERROR 0x100 + ``alert``."""
-        return self.abort(errno_for_peer_alert(alert), f"peer sent TLS alert {alert}")
+        return self.abort(
+            errno_for_peer_alert(alert), f"the peer closed with TLS alert {alert_text(alert)}"
+        )
 
     def close(self) -> None:
         """Frees the GnuTLS session now rather than at garbage collection."""
@@ -181,6 +187,10 @@ class HandshakeEngine:
         events = drain(journal)
         if rc < 0 and rc not in _NONFATAL and lib.gnutls_error_is_fatal(rc):
             return self._fail(rc)
+        if rc == _UNEXPECTED_MESSAGE:
+            # RFC 9001 §4.1.3-4.1.4: never handed to GnuTLS; a protocol violation.
+            self._alert = ALERT_UNEXPECTED_MESSAGE
+            return self._fail_step(errno.EACCES, unexpected_message_text(view(journal)))
         plan = self._plan
         if plan.alpn_check and self._alpn is None:
             for event in events:
@@ -236,6 +246,12 @@ class HandshakeEngine:
         drain(journal)
         if rc in _NONFATAL:
             return []  # part of a message: the rest comes in a later CRYPTO frame
+        if rc == _UNEXPECTED_MESSAGE:
+            return [
+                HandshakeFailed(
+                    errno.EACCES, ALERT_UNEXPECTED_MESSAGE, unexpected_message_text(fields)
+                )
+            ]
         if rc < 0:
             return [
                 HandshakeFailed(
