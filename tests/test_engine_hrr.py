@@ -206,5 +206,5 @@ def test_early_data_offered_before_a_retry_gnutls_3_7_client_fails_and_says_why(
 
 
 def test_unknown_group_name_is_a_setup_error(make_client: EngineFactory) -> None:
-    with pytest.raises(TlsSetupError, match="key-exchange groups NO-SUCH-GROUP"):
+    with pytest.raises(TlsSetupError, match="key-exchange groups or signatures NO-SUCH-GROUP"):
         make_client(groups=("NO-SUCH-GROUP",))

@@ -176,6 +176,8 @@ int qd_post_handshake(struct qd_journal *j, int klevel, const unsigned char *dat
 int qd_datum_set(gnutls_datum_t *d, const unsigned char *data, size_t size);
 void qd_free(void *p);
 void qd_set_psk_server_callback(gnutls_psk_server_credentials_t cred);
+int qd_cert_attach(gnutls_certificate_credentials_t cred, const gnutls_datum_t *chain, int chain_fmt, const gnutls_datum_t *key, int key_fmt);
+void qd_certificate_free(gnutls_certificate_credentials_t cred);
 int qd_psk_binder_hash_supported(void);
 int qd_psk_allocate_client(gnutls_psk_client_credentials_t *sc, int mac);
 int qd_psk_allocate_server(gnutls_psk_server_credentials_t *sc);

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <stdint.h>
 #include <gnutls/gnutls.h>
+#include <gnutls/abstract.h>
 #include <gnutls/x509.h>
 
 #define QD_KIND_DATA 1
@@ -571,6 +572,132 @@ static int qd_post_handshake(struct qd_journal *j, int klevel,
 	if (qd_check_messages(j, klevel, data, size))
 		return QD_UNEXPECTED_MESSAGE;
 	return gnutls_handshake_write(j->session, qd_k2g[klevel], data, size);
+}
+
+/*
+ * Our certificate, always presented.  GnuTLS picks a client certificate itself
+ * when none of the server's CertificateRequest signature schemes suit it as it
+ * sees it: 3.7 skips an RSA key when only RSA-PSS schemes are listed (it can
+ * sign those with it) and sends an empty Certificate, and a certificate whose
+ * issuer the server does not name is never offered.  tlshd answers with a
+ * retrieve callback that returns the configured certificate; so do we, for both
+ * roles and both transports: every CertificateCredentials with a key gets it.
+ * The server then decides about the certificate, as it should.
+ *
+ * GnuTLS gives the callback no pointer of ours, only the session, whose
+ * credentials lead here through a small registry (one entry per credentials
+ * object with a key; a few per process).  The entry owns the parsed chain and
+ * key that the callback hands out (retrieve_function2: GnuTLS does not free them).
+ */
+#include <pthread.h>
+
+struct qd_cert {
+	gnutls_certificate_credentials_t cred;
+	gnutls_pcert_st *pcerts;
+	unsigned count;
+	gnutls_privkey_t key;
+	struct qd_cert *next;
+};
+
+static struct qd_cert *qd_certs;
+static pthread_mutex_t qd_certs_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int qd_cert_retrieve(gnutls_session_t s, const gnutls_datum_t *req_ca_rdn, int nreqs,
+			    const gnutls_pk_algorithm_t *pk_algos, int pk_algos_length,
+			    gnutls_pcert_st **pcert, unsigned int *pcert_length,
+			    gnutls_privkey_t *privkey)
+{
+	(void)req_ca_rdn; (void)nreqs; (void)pk_algos; (void)pk_algos_length;
+	void *cred = NULL;
+	*pcert_length = 0;
+	*pcert = NULL;
+	*privkey = NULL;
+	if (gnutls_credentials_get(s, GNUTLS_CRD_CERTIFICATE, &cred) < 0)
+		return 0;
+	pthread_mutex_lock(&qd_certs_lock);
+	for (struct qd_cert *c = qd_certs; c; c = c->next) {
+		if (c->cred == cred) {
+			*pcert = c->pcerts;
+			*pcert_length = c->count;
+			*privkey = c->key;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&qd_certs_lock);
+	return 0;
+}
+
+static void qd_cert_release(struct qd_cert *c)
+{
+	for (unsigned i = 0; i < c->count; i++)
+		gnutls_pcert_deinit(&c->pcerts[i]);
+	free(c->pcerts);
+	if (c->key)
+		gnutls_privkey_deinit(c->key);
+	free(c);
+}
+
+/* Makes `cred` present this chain and key whenever a peer asks: a GnuTLS code. */
+static int qd_cert_attach(gnutls_certificate_credentials_t cred, const gnutls_datum_t *chain,
+			  int chain_fmt, const gnutls_datum_t *key, int key_fmt)
+{
+	struct qd_cert *c = calloc(1, sizeof *c);
+	if (!c)
+		return GNUTLS_E_MEMORY_ERROR;
+	c->cred = cred;
+	unsigned max = 16;
+	int rc;
+	for (;;) {
+		c->pcerts = calloc(max, sizeof *c->pcerts);
+		if (!c->pcerts) {
+			rc = GNUTLS_E_MEMORY_ERROR;
+			goto fail;
+		}
+		c->count = max;
+		rc = gnutls_pcert_list_import_x509_raw(c->pcerts, &c->count, chain, chain_fmt, 0);
+		if (rc != GNUTLS_E_SHORT_MEMORY_BUFFER)
+			break;
+		free(c->pcerts);
+		c->pcerts = NULL;
+		max = c->count > max ? c->count : max * 2;
+	}
+	if (rc < 0) {
+		c->count = 0;
+		goto fail;
+	}
+	if ((rc = gnutls_privkey_init(&c->key)) < 0) {
+		c->key = NULL;
+		goto fail;
+	}
+	if ((rc = gnutls_privkey_import_x509_raw(c->key, key, key_fmt, NULL, 0)) < 0)
+		goto fail;
+	pthread_mutex_lock(&qd_certs_lock);
+	c->next = qd_certs;
+	qd_certs = c;
+	pthread_mutex_unlock(&qd_certs_lock);
+	gnutls_certificate_set_retrieve_function2(cred, qd_cert_retrieve);
+	return 0;
+fail:
+	qd_cert_release(c);
+	return rc;
+}
+
+/* Frees certificate credentials and what qd_cert_attach() gave them. */
+static void qd_certificate_free(gnutls_certificate_credentials_t cred)
+{
+	struct qd_cert *found = NULL;
+	pthread_mutex_lock(&qd_certs_lock);
+	for (struct qd_cert **p = &qd_certs; *p; p = &(*p)->next) {
+		if ((*p)->cred == cred) {
+			found = *p;
+			*p = found->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&qd_certs_lock);
+	gnutls_certificate_free_credentials(cred);
+	if (found)
+		qd_cert_release(found);
 }
 
 /* Hands GnuTLS a copy it owns (it frees PSK keys with gnutls_free). */

@@ -66,6 +66,8 @@ class EngineConfig:
     anti_replay: AntiReplay | None = None
     #: Key-exchange groups (GnuTLS names) in preference order; () keeps GnuTLS's.
     groups: tuple[str, ...] = ()
+    #: Signature schemes (GnuTLS names) in preference order; () keeps GnuTLS's.
+    signatures: tuple[str, ...] = ()
     #: What every session of this config needs, worked out once (session_setup.py).
     _plan: SessionPlan | None = field(default=None, init=False, repr=False, compare=False)
 
