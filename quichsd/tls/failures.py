@@ -137,6 +137,8 @@ def classify(
         return errno.EIO, "looking up the client's PSK identity failed"
     if psk_unknown:
         return errno.EKEYREJECTED, "the client's PSK identity is unknown here"
+    if rc == lib.GNUTLS_E_CERTIFICATE_REQUIRED:
+        return errno.EACCES, "the client sent no certificate and this server requires one"
     if rc in _CERTIFICATE_FAILURES:
         why = verify_status_text(session, verify_status)
         return errno.EACCES, f"peer certificate rejected: {why}"
