@@ -403,7 +403,10 @@ class QuicHandshake:
         events = self.engine.peer_alert(close.errcode - _CRYPTO_ERROR_FIRST)
         failure = events[0]
         assert isinstance(failure, HandshakeFailed)
-        self._finish(failure.errno, failure.reason)
+        phrase = close.phrase.decode(errors="replace")
+        self._finish(
+            failure.errno, failure.reason + (f' (the peer said "{phrase}")' * bool(phrase))
+        )
         return True
 
     def _peer_close_detail(self) -> str:
