@@ -177,6 +177,12 @@ int qd_post_handshake(struct qd_journal *j, int klevel, const unsigned char *dat
 int qd_datum_set(gnutls_datum_t *d, const unsigned char *data, size_t size);
 void qd_free(void *p);
 void qd_set_psk_server_callback(gnutls_psk_server_credentials_t cred);
+typedef struct gnutls_privkey_st *gnutls_privkey_t;
+int gnutls_privkey_init(gnutls_privkey_t *key);
+void gnutls_privkey_deinit(gnutls_privkey_t key);
+int gnutls_privkey_import_x509_raw(gnutls_privkey_t pkey, const gnutls_datum_t *data, int format, const char *password, unsigned int flags);
+int gnutls_privkey_sign_data2(gnutls_privkey_t signer, int algo, unsigned int flags, const gnutls_datum_t *data, gnutls_datum_t *signature);
+int gnutls_sign_get_id(const char *name);
 int qd_cert_attach(gnutls_certificate_credentials_t cred, const gnutls_datum_t *chain, int chain_fmt, const gnutls_datum_t *key, int key_fmt);
 void qd_certificate_free(gnutls_certificate_credentials_t cred);
 int qd_psk_binder_hash_supported(void);

@@ -151,6 +151,26 @@ class CertificateCredentials:
             )
 
 
+def sign_test(key: bytes, scheme: str) -> str | None:
+    """Whether this GnuTLS signs with ``key`` (PEM/DER) under ``scheme`` (a GnuTLS
+    name such as ``RSA-PSS-RSAE-SHA256``): None if it does, else why not."""
+    algo = lib.gnutls_sign_get_id(scheme.encode())
+    if algo <= 0:
+        return f"this GnuTLS does not know the scheme {scheme}"
+    holder = ffi.new("gnutls_privkey_t *")
+    check(lib.gnutls_privkey_init(holder), "allocating a private key")
+    privkey = ffi.gc(holder[0], lib.gnutls_privkey_deinit)
+    rc = lib.gnutls_privkey_import_x509_raw(privkey, _datum(key), _format(key), ffi.NULL, 0)
+    if rc < 0:
+        return f"GnuTLS cannot load the key: {gnutls_strerror(rc)}"
+    signature = ffi.new("gnutls_datum_t *")
+    rc = lib.gnutls_privkey_sign_data2(privkey, algo, 0, _datum(b"quichsd check"), signature)
+    if rc < 0:
+        return gnutls_strerror(rc)
+    lib.qd_free(signature.data)
+    return None
+
+
 #: The PSK hashes a client can name for its binders (RFC 8446 §4.2.11).
 PSK_BINDER_MACS = {"sha256": "GNUTLS_MAC_SHA256", "sha384": "GNUTLS_MAC_SHA384"}
 
