@@ -291,7 +291,7 @@ def _client_socket(
             raise
     with sock:
         if peer_params is not None:
-            # The peer's parameters from last time: what 0-RTT data may use (spec §7).
+            # The peer's parameters from last time: what 0-RTT data may use.
             sockopt.set_transport_param(sock, TransportParam.unpack(peer_params))
         yield sock
 

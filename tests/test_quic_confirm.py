@@ -6,7 +6,7 @@
   client has already reported success.
 * A peer that closes during the handshake is reported as that, with its close.
 * Stream data with the QUIC_STREAM_INFO cmsg laid out as the uapi has it
-  (quic-socket-abi §2.2): what ``--message`` sends on kernel sockets, checked
+  (the uapi's struct quic_stream_info): what ``--message`` sends on kernel sockets, checked
   byte for byte and end to end through the model (the real module is not
   available here).
 """

@@ -349,7 +349,7 @@ class QuicHandshake:
             if self._confirm_until and not self._confirmed:
                 if self._server_closed():
                     return
-                # A kernel server sends NEW_TOKEN with HANDSHAKE_DONE (quic-socket-abi §5).
+                # A kernel server sends NEW_TOKEN with HANDSHAKE_DONE (both 1-RTT keys in).
                 self._confirmed = bool(sockopt.get_token(sock))
             if self._ticket_until and self._session_ticket is None:
                 ticket = sockopt.get_session_ticket(sock)

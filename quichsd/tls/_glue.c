@@ -97,7 +97,7 @@ struct qd_journal {
 	int bad_level;			/* QD_UNEXPECTED_MESSAGE: the level, and the message */
 	int bad_type;			/* type (-1 when the level itself does not exist) */
 	/* Per kernel level: where the peer's message stream is (header bytes, body left). */
-	struct {
+	struct qd_cursor {
 		unsigned char hdr[4];
 		unsigned hdr_len;
 		uint32_t left;
@@ -515,7 +515,7 @@ static int qd_check_messages(struct qd_journal *j, int klevel, const unsigned ch
 		j->bad_type = size ? data[0] : -1;
 		return QD_UNEXPECTED_MESSAGE;
 	}
-	__typeof__(j->msgs[0]) *m = &j->msgs[klevel];
+	struct qd_cursor *m = &j->msgs[klevel];
 	while (size) {
 		if (m->left) {
 			size_t n = m->left < size ? m->left : size;
