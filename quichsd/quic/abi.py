@@ -509,14 +509,8 @@ def stream_cmsg(stream_id: int, flags: int) -> list[Cmsg]:
 
 def parse_stream_info(ancdata: Iterable[tuple[int, int, bytes]]) -> StreamInfo | None:
     """The ``QUIC_STREAM_INFO`` of received stream data; None when there is none."""
-    found: StreamInfo | None = None
-    for cmsg_level, cmsg_type, data in ancdata:
-        if cmsg_level != SOL_QUIC or cmsg_type != QUIC_STREAM_INFO:
-            continue
-        if found is not None:
-            raise AbiError("more than one QUIC_STREAM_INFO cmsg")
-        found = StreamInfo.unpack(bytes(data))
-    return found
+    data = _only_cmsg(ancdata, QUIC_STREAM_INFO, "QUIC_STREAM_INFO")
+    return None if data is None else StreamInfo.unpack(data)
 
 
 def parse_handshake_level(ancdata: Iterable[tuple[int, int, bytes]]) -> Level | None:
@@ -525,13 +519,19 @@ def parse_handshake_level(ancdata: Iterable[tuple[int, int, bytes]]) -> Level | 
     Other cmsgs are ignored (the caller decides what their presence means);
     a malformed or repeated handshake cmsg is an AbiError, never a guess.
     """
-    found: Level | None = None
+    data = _only_cmsg(ancdata, QUIC_HANDSHAKE_INFO, "QUIC_HANDSHAKE_INFO")
+    return None if data is None else unpack_handshake_info(data)
+
+
+def _only_cmsg(ancdata: Iterable[tuple[int, int, bytes]], kind: int, name: str) -> bytes | None:
+    """The payload of the one SOL_QUIC cmsg of ``kind``; AbiError when repeated."""
+    found: bytes | None = None
     for cmsg_level, cmsg_type, data in ancdata:
-        if cmsg_level != SOL_QUIC or cmsg_type != QUIC_HANDSHAKE_INFO:
+        if cmsg_level != SOL_QUIC or cmsg_type != kind:
             continue
         if found is not None:
-            raise AbiError("more than one QUIC_HANDSHAKE_INFO cmsg")
-        found = unpack_handshake_info(bytes(data))
+            raise AbiError(f"more than one {name} cmsg")
+        found = bytes(data)
     return found
 
 

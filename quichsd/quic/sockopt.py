@@ -245,9 +245,15 @@ def send_handshake(
         raise ValueError("an empty handshake message (the kernel says EMSGSIZE)")
     flags = MSG_NOSIGNAL | (MSG_MORE if more else 0) | (MSG_DONTWAIT if dontwait else 0)
     assert flags & ~HANDSHAKE_SEND_FLAGS == 0
-    detail = f"{len(data)} bytes at {level.name}"
+    _sendmsg(sock, data, handshake_cmsg(level), flags, f"{len(data)} bytes at {level.name}")
+
+
+def _sendmsg(
+    sock: QuicSocket, data: bytes, ancdata: list[tuple[int, int, bytes]], flags: int, detail: str
+) -> None:
+    """One sendmsg of all of ``data``; anything less is an error naming ``detail``."""
     with _step(None, "sendmsg", detail):
-        sent = sock.sendmsg([bytes(data)], handshake_cmsg(level), flags)
+        sent = sock.sendmsg([bytes(data)], ancdata, flags)
     if sent != len(data):
         raise _fail(errno.EIO, None, "sendmsg", f"{detail}: only {sent} accepted")
 
@@ -311,10 +317,7 @@ def send_stream(
     """
     flags = (MSG_QUIC_STREAM_NEW if new else 0) | (MSG_QUIC_STREAM_FIN if fin else 0)
     detail = f"{len(data)} bytes on stream {stream_id}"
-    with _step(None, "sendmsg", detail):
-        sent = sock.sendmsg([bytes(data)], stream_cmsg(stream_id, flags), MSG_NOSIGNAL)
-    if sent != len(data):
-        raise _fail(errno.EIO, None, "sendmsg", f"{detail}: only {sent} accepted")
+    _sendmsg(sock, data, stream_cmsg(stream_id, flags), MSG_NOSIGNAL, detail)
 
 
 def recv_stream(
