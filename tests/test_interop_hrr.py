@@ -8,7 +8,7 @@ What each peer can do (aioquic 1.7.2, qh3 2.1.0), read from their TLS code:
   without shares, so a server that takes only P-256 must answer with a
   HelloRetryRequest -- the case of a post-quantum-first client against GnuTLS.
   qh3 cannot process the answer: it reads the HelloRetryRequest as a
-  ServerHello and gives up.  Before the fix our server never got that far: it
+  ServerHello, raises in its event loop and closes when its connect times out.  Before the fix our server never got that far: it
   failed on its own with "the client offered no ALPN protocol" (alert 120).
 * Neither server ever sends a HelloRetryRequest (both fail with
   handshake_failure when no key share suits them), so our client's side of a
@@ -67,6 +67,6 @@ class TestQh3ClientAgainstOurRetryingServer(InteropFixtures):
         assert not server.result.ok
         assert server.result.alert != ALERT_NO_APPLICATION_PROTOCOL, server.result
         assert "ALPN" not in server.result.reason, server.result.reason
-        # Our server sent the retry and waited for a second ClientHello: qh3 closed instead.
+        # Our server sent the retry and waited for a second ClientHello; qh3, having raised
+        # in its loop, closed only when its own connect gave up.
         assert server.result.reason.startswith("the peer closed"), server.result.reason
-        assert server.result.duration < 5, server.result  # at once, not at the deadline
