@@ -9,6 +9,7 @@ ticket are honoured exactly as the daemon honours them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from quichsd.quic.aio import run_handshake_async
@@ -26,16 +27,34 @@ def _read(path: str | Path | None) -> bytes | None:
 
 
 def load_psk_file(path: str | Path) -> tuple[bytes, bytes]:
-    """Reads ``identity:hexkey`` (the first non-comment line), as libquic's PSK files."""
-    for line in Path(path).read_text().splitlines():
-        line = line.strip()
+    """Reads ``identity:hexkey`` (the first line that is not blank or a comment), as libquic.
+
+    A bad file is a ValueError naming the file and line (``psk.txt:1: the key
+    is not hex``); OSError when it cannot be read.
+    """
+    try:
+        text = Path(path).read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file (expected 'identity:hexkey')") from None
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
         if not line or line.startswith("#"):
             continue
+        where = f"{path}:{number}"
         identity, sep, hexkey = line.partition(":")
-        if not sep or not identity:
-            break
-        return identity.encode(), bytes.fromhex(hexkey.strip())
-    raise ValueError(f"{path}: expected a line 'identity:hexkey'")
+        hexkey = hexkey.strip()
+        if not sep:
+            raise ValueError(f"{where}: expected 'identity:hexkey' (no ':' in the line)")
+        if not identity:
+            raise ValueError(f"{where}: the identity before ':' is empty")
+        if not hexkey:
+            raise ValueError(f"{where}: the key after ':' is empty")
+        try:
+            key = bytes.fromhex(hexkey)
+        except ValueError:
+            raise ValueError(f"{where}: the key is not hex") from None
+        return identity.encode(), key
+    raise ValueError(f"{path}: no 'identity:hexkey' line, only blank lines and comments")
 
 
 def client_credentials(
@@ -46,10 +65,14 @@ def client_credentials(
     psk: tuple[bytes, bytes] | None = None,
     peer_name: str | None = None,
     verify: bool = True,
+    groups: Sequence[str] = (),
 ) -> Credentials:
-    """PSK if ``psk`` is given; X.509 if we have a certificate; else UNAUTH (still verifying)."""
+    """PSK if ``psk`` is given; X.509 if we have a certificate; else UNAUTH (still verifying).
+
+    ``groups``: key-exchange groups (GnuTLS names) in preference order; default GnuTLS's.
+    """
     if psk is not None:
-        return Credentials(AuthMode.PSK, psk=PskClientCredentials(*psk))
+        return Credentials(AuthMode.PSK, psk=PskClientCredentials(*psk), groups=tuple(groups))
     certificates = CertificateCredentials(
         chain=_read(certfile),
         key=_read(keyfile),
@@ -57,7 +80,13 @@ def client_credentials(
         system_trust=cafile is None and verify,
     )
     auth = AuthMode.X509 if certfile is not None else AuthMode.UNAUTH
-    return Credentials(auth, certificates=certificates, peer_name=peer_name, verify_peer=verify)
+    return Credentials(
+        auth,
+        certificates=certificates,
+        peer_name=peer_name,
+        verify_peer=verify,
+        groups=tuple(groups),
+    )
 
 
 def server_credentials(
@@ -66,21 +95,32 @@ def server_credentials(
     keyfile: str | Path | None = None,
     cafile: str | Path | None = None,
     psk_lookup: PskLookup | None = None,
+    groups: Sequence[str] = (),
 ) -> Credentials:
     """PSK if ``psk_lookup`` is given, else X.509 with our certificate and key."""
     if psk_lookup is not None:
-        return Credentials(AuthMode.PSK, psk_lookup=psk_lookup)
+        return Credentials(AuthMode.PSK, psk_lookup=psk_lookup, groups=tuple(groups))
     certificates = CertificateCredentials(
         chain=_read(certfile), key=_read(keyfile), trust=_read(cafile)
     )
-    return Credentials(AuthMode.X509, certificates=certificates)
+    return Credentials(AuthMode.X509, certificates=certificates, groups=tuple(groups))
 
 
 def client_handshake(
-    sock: QuicSocket, credentials: Credentials, timeout: float = DEFAULT_TIMEOUT
+    sock: QuicSocket,
+    credentials: Credentials,
+    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    confirm_wait: float = 0.0,
 ) -> HandshakeResult:
-    """Runs the client handshake on a connected QUIC socket, blocking."""
-    return run_handshake(sock, Role.CLIENT, credentials, timeout)
+    """Runs the client handshake on a connected QUIC socket, blocking.
+
+    ``confirm_wait`` > 0: after our side completes, wait up to that long for the
+    server to confirm (its ticket or NEW_TOKEN) before returning, and fail with
+    the server's reason if it closes the connection meanwhile; for callers that
+    close the socket right after (without it, the server may still be finishing).
+    """
+    return run_handshake(sock, Role.CLIENT, credentials, timeout, confirm_wait=confirm_wait)
 
 
 def server_handshake(
@@ -91,9 +131,16 @@ def server_handshake(
 
 
 async def client_handshake_async(
-    sock: QuicSocket, credentials: Credentials, timeout: float = DEFAULT_TIMEOUT
+    sock: QuicSocket,
+    credentials: Credentials,
+    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    confirm_wait: float = 0.0,
 ) -> HandshakeResult:
-    return await run_handshake_async(sock, Role.CLIENT, credentials, timeout)
+    """``client_handshake`` on asyncio's loop."""
+    return await run_handshake_async(
+        sock, Role.CLIENT, credentials, timeout, confirm_wait=confirm_wait
+    )
 
 
 async def server_handshake_async(

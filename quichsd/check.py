@@ -20,6 +20,7 @@ import errno
 import inspect
 import socket
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -312,10 +313,24 @@ def _read(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def _load_certificates(data: bytes) -> list[x509.Certificate]:
-    if b"-----BEGIN" in data:
-        return x509.load_pem_x509_certificates(data)
-    return [x509.load_der_x509_certificate(data)]
+def _load_certificates(data: bytes, notes: list[str] | None = None) -> list[x509.Certificate]:
+    """Parses PEM or DER; what the parser warns about goes to ``notes``, not stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if b"-----BEGIN" in data:
+            certs = x509.load_pem_x509_certificates(data)
+        else:
+            certs = [x509.load_der_x509_certificate(data)]
+    if notes is not None:
+        notes += [_warning_text(w.message) for w in caught]
+    return certs
+
+
+def _warning_text(message: Warning | str) -> str:
+    text = str(message)
+    if "serial number" in text and ("negative" in text or "positive" in text):
+        return "has a negative serial number (RFC 5280 §4.1.2.2 forbids it; strict peers refuse it)"
+    return text.rstrip(".")
 
 
 def _load_key(data: bytes) -> Any:
@@ -342,9 +357,9 @@ def _trusted(
 ) -> tuple[list[x509.Certificate], list[str]]:
     anchors: list[x509.Certificate] = []
     used = []
-    for path in paths:
+    for path in dict.fromkeys(paths):
         try:
-            anchors += _load_certificates(_read(path))
+            anchors += _load_certificates(_read(path), [])
             used.append(str(path))
         except (OSError, ValueError):
             continue
@@ -400,15 +415,19 @@ def _valid_at(cert: x509.Certificate, now: datetime.datetime) -> bool:
 
 
 def _check_trust_file(label: str, path: Path) -> Check:
+    notes: list[str] = []
     try:
-        certs = _load_certificates(_read(path))
+        certs = _load_certificates(_read(path), notes)
     except OSError as exc:
         return Check(label, "fail", f"{path}: {exc.strerror}", "fix the path or the permissions")
     except ValueError as exc:
         return Check(label, "fail", f"{path}: not PEM/DER certificates ({exc})", "replace it")
     if not certs:
         return Check(label, "fail", f"{path}: no certificates", "put the trusted CAs in it")
-    return Check(label, "ok", f"{path}: {len(certs)} certificate{'s' * (len(certs) != 1)}")
+    counted = f"{path}: {len(certs)} certificate{'s' * (len(certs) != 1)}"
+    if notes:
+        return Check(label, "warn", f"{counted}; one {notes[0]}", "replace that certificate")
+    return Check(label, "ok", counted)
 
 
 def _check_crl(label: str, path: Path) -> Check:
@@ -425,8 +444,14 @@ def _check_crl(label: str, path: Path) -> Check:
     return Check(label, "ok", f"{path}: readable")
 
 
-def check_side(side: str, files: X509Files, env: Environment) -> list[Check]:
-    """[authenticate.<side>]: trust store, CRL, certificate and key."""
+def check_side(
+    side: str, files: X509Files, env: Environment, other_trust: Path | None = None
+) -> list[Check]:
+    """[authenticate.<side>]: trust store, CRL, certificate and key.
+
+    ``other_trust`` is the other side's trust store: our certificate is checked
+    by peers, so a CA that only the other section lists still counts.
+    """
     prefix = f"{side}"
     out: list[Check] = []
     if files.truststore is not None:
@@ -439,7 +464,7 @@ def check_side(side: str, files: X509Files, env: Environment) -> list[Check]:
     ):
         if cert_path is None and key_ref is None:
             continue
-        out += _check_pair(label, cert_path, key_ref, files.truststore, env)
+        out += _check_pair(label, cert_path, key_ref, files.truststore, env, other_trust)
     return out
 
 
@@ -449,12 +474,14 @@ def _check_pair(
     key_ref: str | None,
     truststore: Path | None,
     env: Environment,
+    other_trust: Path | None = None,
 ) -> list[Check]:
     if cert_path is None or key_ref is None:
         missing = "x509.private_key" if cert_path is not None else "x509.certificate"
         return [Check(label, "fail", f"{missing} is not set", f"set {missing} too, or neither")]
+    notes: list[str] = []
     try:
-        chain = _load_certificates(_read(cert_path))
+        chain = _load_certificates(_read(cert_path), notes)
     except OSError as exc:
         return [Check(label, "fail", f"{cert_path}: {exc.strerror}", "fix the path or permissions")]
     except ValueError as exc:
@@ -495,6 +522,7 @@ def _check_pair(
                 "renew it soon" if state == "warn" else "",
             )
         )
+    out += [Check(label, "warn", f"{subject} {note}", "issue a new certificate") for note in notes]
     # Key.
     key_label = label.replace("certificate", "private key")
     if ":" in key_ref and not key_ref.startswith("/"):
@@ -521,6 +549,7 @@ def _check_pair(
         else:
             if _public_der(key.public_key()) == _public_der(leaf.public_key()):
                 out.append(Check(key_label, "ok", f"{key_path} matches the certificate"))
+                out.append(_check_signing(label.replace("certificate", "signing"), key_path))
             else:
                 out.append(
                     Check(
@@ -531,7 +560,7 @@ def _check_pair(
                     )
                 )
     # Chain.
-    stores = [truststore] if truststore is not None else []
+    stores = [p for p in (truststore, other_trust) if p is not None]
     stores += [p for p in env.system_trust if p.exists()]
     anchors, used = _trusted(stores)
     chained, why = chain_to_anchor(leaf, chain[1:], anchors, now)
@@ -552,6 +581,61 @@ def _check_pair(
     return out
 
 
+#: Per key type: the TLS 1.3 signature scheme peers commonly request for it (GnuTLS
+#: name), and a caveat when many peers do not list it at all.
+_SCHEMES: dict[str, tuple[str, str]] = {
+    "RSA": ("RSA-PSS-RSAE-SHA256", ""),
+    "secp256r1": ("ECDSA-SECP256R1-SHA256", ""),
+    "secp384r1": ("ECDSA-SECP384R1-SHA384", ""),
+    "secp521r1": ("ECDSA-SECP521R1-SHA512", ""),
+    "Ed25519": ("EdDSA-Ed25519", "many peers do not list Ed25519 (qh3's default list omits it)"),
+    "Ed448": ("EdDSA-Ed448", "few peers list Ed448"),
+}
+
+
+def _check_signing(label: str, key_path: Path) -> Check:
+    """Can this host's GnuTLS sign with the key under the scheme peers ask for it?"""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
+    from quichsd.tls.binding import gnutls_version, sign_test
+
+    data = _read(key_path)
+    key = _load_key(data)
+    kind = ""
+    if isinstance(key, rsa.RSAPrivateKey):
+        kind = "RSA"
+    elif isinstance(key, ec.EllipticCurvePrivateKey):
+        kind = key.curve.name
+    elif isinstance(key, ed25519.Ed25519PrivateKey):
+        kind = "Ed25519"
+    elif isinstance(key, ed448.Ed448PrivateKey):
+        kind = "Ed448"
+    if kind not in _SCHEMES:
+        return Check(
+            label,
+            "fail",
+            f"TLS 1.3 has no signature scheme for this {type(key).__name__} key",
+            "use an RSA (2048 bits or more), ECDSA P-256/P-384 or Ed25519 key",
+        )
+    scheme, caveat = _SCHEMES[kind]
+    why = sign_test(data, scheme)
+    if why is not None:
+        return Check(
+            label,
+            "fail",
+            f"GnuTLS {gnutls_version()} cannot sign with this {kind} key as {scheme}: {why}",
+            "use another key type, or a GnuTLS that supports it",
+        )
+    if caveat:
+        return Check(
+            label,
+            "warn",
+            f"{kind} key signs as {scheme}; {caveat}",
+            "an ECDSA P-256 or RSA key is accepted everywhere",
+        )
+    return Check(label, "ok", f"{kind} key signs as {scheme} with GnuTLS {gnutls_version()}")
+
+
 # -- all --------------------------------------------------------------------------------------
 
 
@@ -566,8 +650,8 @@ def run_checks(config_path: Path | None, env: Environment | None = None) -> list
     checks += check_keyrings(env, config)
     checks += config_checks
     if config is not None:
-        checks += check_side("client", config.client, env)
-        checks += check_side("server", config.server, env)
+        checks += check_side("client", config.client, env, config.server.truststore)
+        checks += check_side("server", config.server, env, config.client.truststore)
     return checks
 
 
@@ -599,6 +683,9 @@ def _can_encode(text: str) -> bool:
 
 
 def main(config_path: Path | None) -> int:
-    checks = run_checks(config_path)
+    # What the certificate parser warns about is in the table (_load_certificates), once.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        checks = run_checks(config_path)
     sys.stdout.write(render(checks, unicode=_can_encode("✓✗")))
     return exit_status(checks)

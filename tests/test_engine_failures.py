@@ -32,6 +32,7 @@ from quichsd.tls import (
     SendHandshake,
     State,
 )
+from quichsd.tls.failures import alert_text
 from quichsd.tls.memory import PairResult, Side
 from quichsd.tls.selfsigned import Issued, issue, make_ca
 
@@ -78,7 +79,7 @@ def _assert_refused(
     assert (detected.errno, detected.alert) == (code, alert), detected
     # The peer did not send an alert of its own: it was closed with ours.
     assert (informed.errno, informed.alert) == (peer_code, None), informed
-    assert f"alert {alert}" in informed.reason
+    assert f"TLS alert {alert_text(alert)}" in informed.reason
     assert client.state is State.FAILED and server.state is State.FAILED
     return detected, informed
 

@@ -65,6 +65,7 @@ from interop_support import (
 
 from quichsd.quic.abi import Config
 from quichsd.tls import Cipher
+from quichsd.tls.failures import alert_text
 
 MESSAGE = b"ping over QUIC"
 #: (our CONFIG payload_cipher_type, the peer's cipher_suites) -> the cipher both must use.
@@ -161,7 +162,7 @@ class TestOurClientAgainstTheirServer(InteropFixtures):
         )
         # Their server refuses the ClientHello itself and closes with its own alert.
         assert outcome.result.status == errno.EACCES
-        assert f"alert {peer.alpn_refusal_alert}" in outcome.result.reason
+        assert f"TLS alert {alert_text(peer.alpn_refusal_alert)}" in outcome.result.reason
         assert outcome.peer_close is not None
         assert outcome.peer_close.errcode == CRYPTO_ERROR + peer.alpn_refusal_alert
 
@@ -331,7 +332,7 @@ class TestTheirClientAgainstOurServer(InteropFixtures):
             )
         # They close with CRYPTO_ERROR; the driver turns ENOTCONN into the peer's alert.
         assert server.result.status == errno.EACCES
-        assert "alert 42" in server.result.reason
+        assert "TLS alert bad_certificate (42)" in server.result.reason
         assert server.peer_close is not None
         assert server.peer_close.errcode == CRYPTO_ERROR + ALERT_BAD_CERTIFICATE
         assert isinstance(client.error, ConnectionError)

@@ -55,7 +55,12 @@ from quichsd.tls.binding import (
     gnutls_version,
     psk_binder_hash_supported,
 )
-from quichsd.tls.failures import ALERT_UNKNOWN_PSK_IDENTITY, classify, verify_status_text
+from quichsd.tls.failures import (
+    alert_text,
+    classify,
+    errno_for_peer_alert,
+    verify_status_text,
+)
 from quichsd.tls.levels import CIPHER_SUITE_NAMES
 
 log = logging.getLogger(__name__)
@@ -293,9 +298,8 @@ class TcpTlsSession:
             return errno.ETIMEDOUT, "no handshake within the deadline"
         alert = self.received_alert(rc)
         if alert is not None:
-            name = _alert_name(alert)
-            code = errno.EKEYREJECTED if alert == ALERT_UNKNOWN_PSK_IDENTITY else errno.EACCES
-            return code, f"the peer sent TLS alert {name} ({alert})"
+            code = errno_for_peer_alert(alert)
+            return code, f"the peer sent TLS alert {alert_text(alert)}"
         if rc in (lib.GNUTLS_E_PUSH_ERROR, lib.GNUTLS_E_PULL_ERROR):
             cause = int(state.last_errno)
             what = errno.errorcode.get(cause, str(cause))
@@ -408,11 +412,6 @@ class TcpTlsSession:
 def pending_application_data(session: Any) -> int:
     """Bytes of application data GnuTLS decrypted and still holds (kTLS cannot have them)."""
     return int(lib.gnutls_record_check_pending(session))
-
-
-def _alert_name(alert: int) -> str:
-    name = lib.gnutls_alert_get_name(alert)
-    return ffi.string(name).decode() if name != ffi.NULL else f"alert {alert}"
 
 
 # -- the asyncio shell -------------------------------------------------------------------

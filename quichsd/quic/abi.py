@@ -496,19 +496,42 @@ def handshake_cmsg(level: int) -> list[Cmsg]:
     return [(SOL_QUIC, QUIC_HANDSHAKE_INFO, pack_handshake_info(level))]
 
 
+def stream_cmsg(stream_id: int, flags: int) -> list[Cmsg]:
+    """The ``ancdata`` for ``socket.sendmsg`` of stream data (``QUIC_STREAM_INFO``).
+
+    ``stream_id`` -1 with ``MSG_QUIC_STREAM_NEW`` lets the kernel open the next
+    stream; ``flags`` are stream flags (``STREAM_FLAGS``), e.g. NEW | FIN.
+    """
+    if flags & ~STREAM_FLAGS:
+        raise AbiError(f"stream flags {flags & ~STREAM_FLAGS:#x} are not stream flags")
+    return [(SOL_QUIC, QUIC_STREAM_INFO, StreamInfo(stream_id, flags).pack())]
+
+
+def parse_stream_info(ancdata: Iterable[tuple[int, int, bytes]]) -> StreamInfo | None:
+    """The ``QUIC_STREAM_INFO`` of received stream data; None when there is none."""
+    data = _only_cmsg(ancdata, QUIC_STREAM_INFO, "QUIC_STREAM_INFO")
+    return None if data is None else StreamInfo.unpack(data)
+
+
 def parse_handshake_level(ancdata: Iterable[tuple[int, int, bytes]]) -> Level | None:
     """The level from ``socket.recvmsg``'s ancdata; None when no handshake cmsg came.
 
     Other cmsgs are ignored (the caller decides what their presence means);
     a malformed or repeated handshake cmsg is an AbiError, never a guess.
     """
-    found: Level | None = None
+    data = _only_cmsg(ancdata, QUIC_HANDSHAKE_INFO, "QUIC_HANDSHAKE_INFO")
+    return None if data is None else unpack_handshake_info(data)
+
+
+def _only_cmsg(ancdata: Iterable[tuple[int, int, bytes]], kind: int, name: str) -> bytes | None:
+    """The payload of the one SOL_QUIC cmsg of ``kind``; AbiError when repeated."""
+    found: bytes | None = None
     for cmsg_level, cmsg_type, data in ancdata:
-        if cmsg_level != SOL_QUIC or cmsg_type != QUIC_HANDSHAKE_INFO:
+        if cmsg_level != SOL_QUIC or cmsg_type != kind:
             continue
         if found is not None:
-            raise AbiError("more than one QUIC_HANDSHAKE_INFO cmsg")
-        found = unpack_handshake_info(bytes(data))
+            raise AbiError(f"more than one {name} cmsg")
+        found = bytes(data)
     return found
 
 

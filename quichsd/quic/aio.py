@@ -13,10 +13,17 @@ from quichsd.tls import Role
 
 
 async def run_handshake_async(
-    sock: QuicSocket, role: Role, credentials: Credentials, timeout: float
+    sock: QuicSocket,
+    role: Role,
+    credentials: Credentials,
+    timeout: float,
+    *,
+    confirm_wait: float = 0.0,
 ) -> HandshakeResult:
+    """``confirm_wait``: see ``QuicHandshake`` (a client keeps the connection until confirmed)."""
     loop = asyncio.get_running_loop()
-    handshake = QuicHandshake(sock, role, credentials, time.monotonic() + timeout)
+    deadline = time.monotonic() + timeout
+    handshake = QuicHandshake(sock, role, credentials, deadline, confirm_wait=confirm_wait)
     wakeup = asyncio.Event()
     fd = sock.fileno()
 
@@ -26,12 +33,16 @@ async def run_handshake_async(
 
     handshake.begin()
     loop.add_reader(fd, readable)
+    reading = True
     try:
         while handshake.result is None:
             now = time.monotonic()
             handshake.on_tick(now)
             if handshake.result is not None:
                 break
+            if reading and not handshake.wants_input:
+                loop.remove_reader(fd)  # after completion: a readable socket is not ours
+                reading = False
             wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wakeup.wait(), handshake.next_wakeup(now) + 0.001)
@@ -39,6 +50,7 @@ async def run_handshake_async(
         handshake.cancel(errno.ECANCELED, "handshake cancelled")
         raise
     finally:
-        loop.remove_reader(fd)
+        if reading:
+            loop.remove_reader(fd)
     assert handshake.result is not None
     return handshake.result

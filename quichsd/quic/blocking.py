@@ -15,9 +15,16 @@ from quichsd.tls import Role
 
 
 def run_handshake(
-    sock: QuicSocket, role: Role, credentials: Credentials, timeout: float
+    sock: QuicSocket,
+    role: Role,
+    credentials: Credentials,
+    timeout: float,
+    *,
+    confirm_wait: float = 0.0,
 ) -> HandshakeResult:
-    handshake = QuicHandshake(sock, role, credentials, time.monotonic() + timeout)
+    """``confirm_wait``: see ``QuicHandshake`` (a client keeps the connection until confirmed)."""
+    deadline = time.monotonic() + timeout
+    handshake = QuicHandshake(sock, role, credentials, deadline, confirm_wait=confirm_wait)
     handshake.begin()
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
@@ -27,7 +34,9 @@ def run_handshake(
         if handshake.result is not None:
             break
         wait_ms = max(1, int(handshake.next_wakeup(now) * 1000) + 1)
-        if poller.poll(wait_ms):
+        if not handshake.wants_input:
+            time.sleep(wait_ms / 1000)  # after completion: a readable socket is not ours
+        elif poller.poll(wait_ms):
             handshake.on_readable()
     assert handshake.result is not None
     return handshake.result

@@ -37,6 +37,8 @@ from quichsd.quic.abi import (
     MSG_NOSIGNAL,
     MSG_QUIC_DATAGRAM,
     MSG_QUIC_NOTIFICATION,
+    MSG_QUIC_STREAM_FIN,
+    MSG_QUIC_STREAM_NEW,
     MSG_TRUNC,
     RECV_ANCBUF_SIZE,
     SESSION_TICKET_MAX_LEN,
@@ -53,6 +55,8 @@ from quichsd.quic.abi import (
     handshake_cmsg,
     parse_alpn,
     parse_handshake_level,
+    parse_stream_info,
+    stream_cmsg,
     to_level,
 )
 from quichsd.tls.levels import Level
@@ -241,9 +245,15 @@ def send_handshake(
         raise ValueError("an empty handshake message (the kernel says EMSGSIZE)")
     flags = MSG_NOSIGNAL | (MSG_MORE if more else 0) | (MSG_DONTWAIT if dontwait else 0)
     assert flags & ~HANDSHAKE_SEND_FLAGS == 0
-    detail = f"{len(data)} bytes at {level.name}"
+    _sendmsg(sock, data, handshake_cmsg(level), flags, f"{len(data)} bytes at {level.name}")
+
+
+def _sendmsg(
+    sock: QuicSocket, data: bytes, ancdata: list[tuple[int, int, bytes]], flags: int, detail: str
+) -> None:
+    """One sendmsg of all of ``data``; anything less is an error naming ``detail``."""
     with _step(None, "sendmsg", detail):
-        sent = sock.sendmsg([bytes(data)], handshake_cmsg(level), flags)
+        sent = sock.sendmsg([bytes(data)], ancdata, flags)
     if sent != len(data):
         raise _fail(errno.EIO, None, "sendmsg", f"{detail}: only {sent} accepted")
 
@@ -292,6 +302,44 @@ def recv_handshake(
             f"{len(data)} bytes without a QUIC_HANDSHAKE_INFO cmsg (cmsgs: {kinds})",
         )
     return level, bytes(data)
+
+
+# --- stream data (after the handshake) -------------------------------------------
+
+
+def send_stream(
+    sock: QuicSocket, data: bytes, stream_id: int = -1, *, new: bool = True, fin: bool = True
+) -> None:
+    """Send ``data`` on a stream with a QUIC_STREAM_INFO cmsg (stream -1: the kernel opens one).
+
+    Before the handshake (a resuming client), the kernel sends it as 0-RTT once
+    the EARLY key is installed, else with the 1-RTT key.
+    """
+    flags = (MSG_QUIC_STREAM_NEW if new else 0) | (MSG_QUIC_STREAM_FIN if fin else 0)
+    detail = f"{len(data)} bytes on stream {stream_id}"
+    _sendmsg(sock, data, stream_cmsg(stream_id, flags), MSG_NOSIGNAL, detail)
+
+
+def recv_stream(
+    sock: QuicSocket, bufsize: int = RECV_BUFFER, *, dontwait: bool = False
+) -> tuple[int, bytes, bool]:
+    """One piece of stream data: (stream id, bytes, FIN); event notifications are skipped."""
+    while True:
+        with _step(None, "recvmsg", f"{bufsize}-byte buffer for stream data"):
+            data, ancdata, msg_flags, _addr = sock.recvmsg(
+                bufsize, RECV_ANCBUF_SIZE, MSG_DONTWAIT if dontwait else 0
+            )
+        if msg_flags & MSG_QUIC_NOTIFICATION:
+            continue
+        if msg_flags & MSG_CTRUNC:
+            raise _fail(errno.EPROTO, None, "recvmsg", "control data truncated (MSG_CTRUNC)")
+        try:
+            info = parse_stream_info(ancdata)
+        except AbiError as exc:
+            raise _fail(errno.EPROTO, None, "recvmsg", str(exc)) from exc
+        if info is None:
+            raise _fail(errno.EPROTO, None, "recvmsg", "data without a QUIC_STREAM_INFO cmsg")
+        return info.stream_id, bytes(data), bool(info.stream_flags & MSG_QUIC_STREAM_FIN)
 
 
 # --- secrets -------------------------------------------------------------------

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <stdint.h>
 #include <gnutls/gnutls.h>
+#include <gnutls/abstract.h>
 #include <gnutls/x509.h>
 
 #define QD_KIND_DATA 1
@@ -39,6 +40,9 @@
 
 /* qd_step(): the handshake completed without the peer's transport parameters. */
 #define QD_NO_TRANSPORT_PARAMETERS 1
+/* qd_step(): bytes at a level that does not exist, or a message at the wrong level
+ * (RFC 9001 §4.1.3-4.1.4); bad_level and bad_type say which.  Nothing was fed. */
+#define QD_UNEXPECTED_MESSAGE 2
 
 /* qd_open() steps, for the error Python raises when one fails. */
 #define QD_STEP_INIT 1
@@ -88,6 +92,16 @@ struct qd_journal {
 	int sent_alert;			/* alert GnuTLS asked us to send, -1 if none */
 	int verify_failed;
 	unsigned verify_status;		/* of a client chain qd_verify_client rejected */
+	int early_tx;			/* client: the 0-RTT transmit secret was journaled */
+	int hrr;			/* client: the server answered with a HelloRetryRequest */
+	int bad_level;			/* QD_UNEXPECTED_MESSAGE: the level, and the message */
+	int bad_type;			/* type (-1 when the level itself does not exist) */
+	/* Per kernel level: where the peer's message stream is (header bytes, body left). */
+	struct qd_cursor {
+		unsigned char hdr[4];
+		unsigned hdr_len;
+		uint32_t left;
+	} msgs[4];
 	int setup_rc;			/* qd_open(): GnuTLS error of the step that failed */
 	int setup_step;
 	/* set by the qd_step() that completes the handshake */
@@ -111,6 +125,11 @@ static int qd_py_psk_lookup(void *handle, const unsigned char *identity,
 static const unsigned char qd_g2k[4] = { 1, 3, 2, 0 };
 /* kernel level -> gnutls level: APP 0->3, INITIAL 1->0, HANDSHAKE 2->2, EARLY 3->1 */
 static const unsigned char qd_k2g[4] = { 3, 0, 2, 1 };
+/* ServerHello.random of a HelloRetryRequest: SHA-256("HelloRetryRequest"), RFC 8446 §4.1.3 */
+static const unsigned char qd_hrr_random[32] = {
+	0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8, 0x91,
+	0xc2, 0xa2, 0x11, 0x16, 0x7a, 0xbb, 0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c,
+};
 
 static int qd_reserve(struct qd_journal *j, size_t extra)
 {
@@ -212,6 +231,15 @@ static int qd_on_secret(gnutls_session_t s,
 	unsigned cipher = qd_kernel_cipher(level == GNUTLS_ENCRYPTION_LEVEL_EARLY ?
 					   gnutls_early_cipher_get(s) :
 					   gnutls_cipher_get(s));
+	if (level == GNUTLS_ENCRYPTION_LEVEL_EARLY && tx) {
+		/* GnuTLS offers early data again in the ClientHello that answers a
+		 * HelloRetryRequest (RFC 8446 §4.2.10 says not to) and derives a second
+		 * 0-RTT key; a level's key is installed once, and a server that asked
+		 * for a retry reads no 0-RTT data anyway. */
+		if (j->early_tx)
+			return 0;
+		j->early_tx = 1;
+	}
 	unsigned flag = (tx ? QD_SECRET_TX : 0) | (rx ? QD_SECRET_RX : 0);
 	/* Transmit first: a level's send key must exist before bytes go out at it. */
 	return qd_append2(j, QD_KIND_SECRET, qd_g2k[level & 3], flag, cipher,
@@ -232,6 +260,10 @@ static int qd_on_alert(gnutls_session_t s,
 static int qd_tp_recv(gnutls_session_t s, const unsigned char *data, size_t size)
 {
 	struct qd_journal *j = gnutls_session_get_ptr(s);
+	/* After a HelloRetryRequest the second ClientHello repeats the extension
+	 * (RFC 8446 §4.1.2): the kernel is given it once. */
+	if (j->peer_tp_seen)
+		return 0;
 	j->peer_tp_seen = 1;
 	return qd_append(j, QD_KIND_PEER_TP, 0, 0, 0, data, size);
 }
@@ -446,6 +478,67 @@ static void qd_close(struct qd_journal *j)
 	free(j);
 }
 
+/* Whether the peer may send handshake message `type` at kernel level `klevel`
+ * (RFC 8446 §4 and RFC 9001 §4.1.4: which message belongs to which level). */
+static int qd_message_allowed(int is_server, int klevel, unsigned type)
+{
+	switch (klevel) {
+	case 1:	/* INITIAL: the hellos (a HelloRetryRequest is a ServerHello) */
+		return type == (is_server ? GNUTLS_HANDSHAKE_CLIENT_HELLO :
+				GNUTLS_HANDSHAKE_SERVER_HELLO);
+	case 2:	/* HANDSHAKE */
+		if (type == GNUTLS_HANDSHAKE_CERTIFICATE_PKT ||
+		    type == GNUTLS_HANDSHAKE_CERTIFICATE_VERIFY ||
+		    type == GNUTLS_HANDSHAKE_FINISHED || type == 25 /* compressed_certificate */)
+			return 1;
+		return !is_server && (type == GNUTLS_HANDSHAKE_ENCRYPTED_EXTENSIONS ||
+				      type == GNUTLS_HANDSHAKE_CERTIFICATE_REQUEST);
+	case 0:	/* APP: only tickets, and only to a client (QUIC has no TLS KeyUpdate) */
+		return !is_server && type == GNUTLS_HANDSHAKE_NEW_SESSION_TICKET;
+	default: /* EARLY carries no CRYPTO frames */
+		return 0;
+	}
+}
+
+/* Follows the message boundaries of the peer's bytes at a level and checks each
+ * message's type before GnuTLS sees any of it: 0, or QD_UNEXPECTED_MESSAGE. */
+static int qd_check_messages(struct qd_journal *j, int klevel, const unsigned char *data,
+			     size_t size)
+{
+	if (klevel < 0 || klevel > 3) {
+		j->bad_level = klevel;
+		j->bad_type = -1;
+		return QD_UNEXPECTED_MESSAGE;
+	}
+	if (klevel == 3 || (klevel == 0 && j->is_server)) {
+		j->bad_level = klevel;
+		j->bad_type = size ? data[0] : -1;
+		return QD_UNEXPECTED_MESSAGE;
+	}
+	struct qd_cursor *m = &j->msgs[klevel];
+	while (size) {
+		if (m->left) {
+			size_t n = m->left < size ? m->left : size;
+			m->left -= (uint32_t)n;
+			data += n;
+			size -= n;
+			continue;
+		}
+		m->hdr[m->hdr_len++] = *data++;
+		size--;
+		if (m->hdr_len == 1 && !qd_message_allowed(j->is_server, klevel, m->hdr[0])) {
+			j->bad_level = klevel;
+			j->bad_type = m->hdr[0];
+			return QD_UNEXPECTED_MESSAGE;
+		}
+		if (m->hdr_len < 4)
+			continue;
+		m->hdr_len = 0;
+		m->left = ((uint32_t)m->hdr[1] << 16) | ((uint32_t)m->hdr[2] << 8) | m->hdr[3];
+	}
+	return 0;
+}
+
 /*
  * Feeds bytes received at a kernel level (none when size is 0) and advances:
  * a GnuTLS code, or QD_NO_TRANSPORT_PARAMETERS for a completion that is not.
@@ -457,7 +550,12 @@ static int qd_step(struct qd_journal *j, int klevel, const unsigned char *data,
 	if (!s)
 		return GNUTLS_E_INVALID_SESSION;
 	if (size) {
-		int rc = gnutls_handshake_write(s, qd_k2g[klevel & 3], data, size);
+		if (qd_check_messages(j, klevel, data, size))
+			return QD_UNEXPECTED_MESSAGE;
+		if (!j->is_server && klevel == 1 && size >= 38 && data[0] == 2 &&
+		    memcmp(data + 6, qd_hrr_random, 32) == 0)
+			j->hrr = 1;
+		int rc = gnutls_handshake_write(s, qd_k2g[klevel], data, size);
 		if (rc < 0)
 			return rc;
 	}
@@ -471,7 +569,135 @@ static int qd_post_handshake(struct qd_journal *j, int klevel,
 {
 	if (!j->session)
 		return GNUTLS_E_INVALID_SESSION;
-	return gnutls_handshake_write(j->session, qd_k2g[klevel & 3], data, size);
+	if (qd_check_messages(j, klevel, data, size))
+		return QD_UNEXPECTED_MESSAGE;
+	return gnutls_handshake_write(j->session, qd_k2g[klevel], data, size);
+}
+
+/*
+ * Our certificate, always presented.  GnuTLS picks a client certificate itself
+ * when none of the server's CertificateRequest signature schemes suit it as it
+ * sees it: 3.7 skips an RSA key when only RSA-PSS schemes are listed (it can
+ * sign those with it) and sends an empty Certificate, and a certificate whose
+ * issuer the server does not name is never offered.  tlshd answers with a
+ * retrieve callback that returns the configured certificate; so do we, for both
+ * roles and both transports: every CertificateCredentials with a key gets it.
+ * The server then decides about the certificate, as it should.
+ *
+ * GnuTLS gives the callback no pointer of ours, only the session, whose
+ * credentials lead here through a small registry (one entry per credentials
+ * object with a key; a few per process).  The entry owns the parsed chain and
+ * key that the callback hands out (retrieve_function2: GnuTLS does not free them).
+ */
+#include <pthread.h>
+
+struct qd_cert {
+	gnutls_certificate_credentials_t cred;
+	gnutls_pcert_st *pcerts;
+	unsigned count;
+	gnutls_privkey_t key;
+	struct qd_cert *next;
+};
+
+static struct qd_cert *qd_certs;
+static pthread_mutex_t qd_certs_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int qd_cert_retrieve(gnutls_session_t s, const gnutls_datum_t *req_ca_rdn, int nreqs,
+			    const gnutls_pk_algorithm_t *pk_algos, int pk_algos_length,
+			    gnutls_pcert_st **pcert, unsigned int *pcert_length,
+			    gnutls_privkey_t *privkey)
+{
+	(void)req_ca_rdn; (void)nreqs; (void)pk_algos; (void)pk_algos_length;
+	void *cred = NULL;
+	*pcert_length = 0;
+	*pcert = NULL;
+	*privkey = NULL;
+	if (gnutls_credentials_get(s, GNUTLS_CRD_CERTIFICATE, &cred) < 0)
+		return 0;
+	pthread_mutex_lock(&qd_certs_lock);
+	for (struct qd_cert *c = qd_certs; c; c = c->next) {
+		if (c->cred == cred) {
+			*pcert = c->pcerts;
+			*pcert_length = c->count;
+			*privkey = c->key;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&qd_certs_lock);
+	return 0;
+}
+
+static void qd_cert_release(struct qd_cert *c)
+{
+	for (unsigned i = 0; i < c->count; i++)
+		gnutls_pcert_deinit(&c->pcerts[i]);
+	free(c->pcerts);
+	if (c->key)
+		gnutls_privkey_deinit(c->key);
+	free(c);
+}
+
+/* Makes `cred` present this chain and key whenever a peer asks: a GnuTLS code. */
+static int qd_cert_attach(gnutls_certificate_credentials_t cred, const gnutls_datum_t *chain,
+			  int chain_fmt, const gnutls_datum_t *key, int key_fmt)
+{
+	struct qd_cert *c = calloc(1, sizeof *c);
+	if (!c)
+		return GNUTLS_E_MEMORY_ERROR;
+	c->cred = cred;
+	unsigned max = 16;
+	int rc;
+	for (;;) {
+		c->pcerts = calloc(max, sizeof *c->pcerts);
+		if (!c->pcerts) {
+			rc = GNUTLS_E_MEMORY_ERROR;
+			goto fail;
+		}
+		c->count = max;
+		rc = gnutls_pcert_list_import_x509_raw(c->pcerts, &c->count, chain, chain_fmt, 0);
+		if (rc != GNUTLS_E_SHORT_MEMORY_BUFFER)
+			break;
+		free(c->pcerts);
+		c->pcerts = NULL;
+		max = c->count > max ? c->count : max * 2;
+	}
+	if (rc < 0) {
+		c->count = 0;
+		goto fail;
+	}
+	if ((rc = gnutls_privkey_init(&c->key)) < 0) {
+		c->key = NULL;
+		goto fail;
+	}
+	if ((rc = gnutls_privkey_import_x509_raw(c->key, key, key_fmt, NULL, 0)) < 0)
+		goto fail;
+	pthread_mutex_lock(&qd_certs_lock);
+	c->next = qd_certs;
+	qd_certs = c;
+	pthread_mutex_unlock(&qd_certs_lock);
+	gnutls_certificate_set_retrieve_function2(cred, qd_cert_retrieve);
+	return 0;
+fail:
+	qd_cert_release(c);
+	return rc;
+}
+
+/* Frees certificate credentials and what qd_cert_attach() gave them. */
+static void qd_certificate_free(gnutls_certificate_credentials_t cred)
+{
+	struct qd_cert *found = NULL;
+	pthread_mutex_lock(&qd_certs_lock);
+	for (struct qd_cert **p = &qd_certs; *p; p = &(*p)->next) {
+		if ((*p)->cred == cred) {
+			found = *p;
+			*p = found->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&qd_certs_lock);
+	gnutls_certificate_free_credentials(cred);
+	if (found)
+		qd_cert_release(found);
 }
 
 /* Hands GnuTLS a copy it owns (it frees PSK keys with gnutls_free). */

@@ -56,30 +56,45 @@ def _format(blob: bytes) -> int:
     return int(lib.GNUTLS_X509_FMT_PEM if pem else lib.GNUTLS_X509_FMT_DER)
 
 
-_priority_cache: dict[int, Any] = {}
+_priority_cache: dict[tuple[int, tuple[str, ...], tuple[str, ...]], Any] = {}
 
 
-def priority_for(cipher: int) -> Any:
+def priority_for(
+    cipher: int, groups: tuple[str, ...] = (), signatures: tuple[str, ...] = ()
+) -> Any:
     """The QUIC priority cache for a payload cipher (0 = any), built once per process.
 
     TLS 1.3 only, middlebox compatibility mode off (RFC 9001 §8.4), PSK modes
-    with and without (EC)DHE for resumption and external PSKs.
+    with and without (EC)DHE for resumption and external PSKs.  ``groups``
+    (GnuTLS names such as ``SECP384R1``, in preference order) replaces
+    GnuTLS's key-exchange groups: a client sends key shares for the first of
+    them, a server asks for another with a HelloRetryRequest.  ``signatures``
+    (GnuTLS names such as ``RSA-PSS-RSAE-SHA256``) likewise replaces the
+    signature schemes, which a server also lists in its CertificateRequest.
     """
-    cached = _priority_cache.get(cipher)
+    key = (cipher, groups, signatures)
+    cached = _priority_cache.get(key)
     if cached is not None:
         return cached
     names = CIPHER_PRIORITY_NAMES.get(cipher)
     if names is None:
         raise TlsSetupError(f"payload cipher {cipher} is not one of 0, 51..54", code=errno.EINVAL)
+    group_text = "".join(":+GROUP-" + g for g in groups)
     text = (
         "NORMAL:-VERS-ALL:+VERS-TLS1.3:+ECDHE-PSK:+PSK:-CIPHER-ALL:"
         + ":".join("+" + n for n in names)
+        + (":-GROUP-ALL" + group_text if groups else "")
+        + (":-SIGN-ALL" + "".join(":+SIGN-" + n for n in signatures) if signatures else "")
         + ":%DISABLE_TLS13_COMPAT_MODE"
     )
     holder = ffi.new("gnutls_priority_t *")
-    check(lib.gnutls_priority_init(holder, text.encode(), ffi.NULL), f"priority {text!r}")
+    rc = lib.gnutls_priority_init(holder, text.encode(), ffi.NULL)
+    if rc < 0 and (groups or signatures):
+        asked = ", ".join(groups + signatures)
+        raise TlsSetupError(f"key-exchange groups or signatures {asked}", rc, code=errno.EINVAL)
+    check(rc, f"priority {text!r}")
     cache = ffi.gc(holder[0], lib.gnutls_priority_deinit)
-    _priority_cache[cipher] = cache
+    _priority_cache[key] = cache
     return cache
 
 
@@ -102,7 +117,7 @@ class CertificateCredentials:
     ) -> None:
         holder = ffi.new("gnutls_certificate_credentials_t *")
         check(lib.gnutls_certificate_allocate_credentials(holder), "allocating credentials")
-        self.ptr = ffi.gc(holder[0], lib.gnutls_certificate_free_credentials)
+        self.ptr = ffi.gc(holder[0], lib.qd_certificate_free)
         self.has_key = chain is not None
         if (chain is None) != (key is None):
             raise TlsSetupError("a certificate needs its private key and vice versa")
@@ -110,6 +125,13 @@ class CertificateCredentials:
             check(
                 lib.gnutls_certificate_set_x509_key_mem2(
                     self.ptr, _datum(chain), _datum(key), _format(chain), ffi.NULL, 0
+                ),
+                "loading certificate and private key",
+            )
+            # Presented whenever a peer asks, whatever GnuTLS would pick (_glue.c).
+            check(
+                lib.qd_cert_attach(
+                    self.ptr, _datum(chain), _format(chain), _datum(key), _format(key)
                 ),
                 "loading certificate and private key",
             )
@@ -127,6 +149,26 @@ class CertificateCredentials:
                 lib.gnutls_certificate_set_x509_crl_mem(self.ptr, _datum(crl), _format(crl)),
                 "loading CRL",
             )
+
+
+def sign_test(key: bytes, scheme: str) -> str | None:
+    """Whether this GnuTLS signs with ``key`` (PEM/DER) under ``scheme`` (a GnuTLS
+    name such as ``RSA-PSS-RSAE-SHA256``): None if it does, else why not."""
+    algo = lib.gnutls_sign_get_id(scheme.encode())
+    if algo <= 0:
+        return f"this GnuTLS does not know the scheme {scheme}"
+    holder = ffi.new("gnutls_privkey_t *")
+    check(lib.gnutls_privkey_init(holder), "allocating a private key")
+    privkey = ffi.gc(holder[0], lib.gnutls_privkey_deinit)
+    rc = lib.gnutls_privkey_import_x509_raw(privkey, _datum(key), _format(key), ffi.NULL, 0)
+    if rc < 0:
+        return f"GnuTLS cannot load the key: {gnutls_strerror(rc)}"
+    signature = ffi.new("gnutls_datum_t *")
+    rc = lib.gnutls_privkey_sign_data2(privkey, algo, 0, _datum(b"quichsd check"), signature)
+    if rc < 0:
+        return gnutls_strerror(rc)
+    lib.qd_free(signature.data)
+    return None
 
 
 #: The PSK hashes a client can name for its binders (RFC 8446 §4.2.11).

@@ -64,6 +64,10 @@ class EngineConfig:
     ticket_key: bytes | None = field(default=None, repr=False)  # a secret: kept out of logs
     early_data: bool = False
     anti_replay: AntiReplay | None = None
+    #: Key-exchange groups (GnuTLS names) in preference order; () keeps GnuTLS's.
+    groups: tuple[str, ...] = ()
+    #: Signature schemes (GnuTLS names) in preference order; () keeps GnuTLS's.
+    signatures: tuple[str, ...] = ()
     #: What every session of this config needs, worked out once (session_setup.py).
     _plan: SessionPlan | None = field(default=None, init=False, repr=False, compare=False)
 

@@ -31,16 +31,19 @@ from quichsd.tls.events import (
     AlpnNegotiated,
     Event,
     HandshakeFailed,
-    SendHandshake,
+    InstallSecret,
     SessionTicket,
 )
 from quichsd.tls.failures import (
     ALERT_INTERNAL_ERROR,
     ALERT_MISSING_EXTENSION,
     ALERT_NO_APPLICATION_PROTOCOL,
+    ALERT_UNEXPECTED_MESSAGE,
     ALERT_UNKNOWN_PSK_IDENTITY,
+    alert_text,
     classify,
     errno_for_peer_alert,
+    unexpected_message_text,
 )
 from quichsd.tls.levels import Level
 from quichsd.tls.records import (
@@ -58,7 +61,9 @@ __all__ = ["MAX_TRANSPORT_PARAMETERS", "EngineStateError", "HandshakeEngine", "S
 
 _APP = int(Level.APP)
 _NO_TRANSPORT_PARAMETERS = lib.QD_NO_TRANSPORT_PARAMETERS
+_UNEXPECTED_MESSAGE = lib.QD_UNEXPECTED_MESSAGE
 _NONFATAL = frozenset({lib.GNUTLS_E_AGAIN, lib.GNUTLS_E_INTERRUPTED})
+_GNUTLS_3_8 = bool(lib.gnutls_check_version(b"3.8.0"))
 
 
 class State(Enum):
@@ -163,7 +168,9 @@ class HandshakeEngine:
 
     def peer_alert(self, alert: int) -> list[Event]:
         """The peer closed with CRYPTO_ERROR 0x100 + ``alert``."""
-        return self.abort(errno_for_peer_alert(alert), f"peer sent TLS alert {alert}")
+        return self.abort(
+            errno_for_peer_alert(alert), f"the peer closed with TLS alert {alert_text(alert)}"
+        )
 
     def close(self) -> None:
         """Frees the GnuTLS session now rather than at garbage collection."""
@@ -180,13 +187,19 @@ class HandshakeEngine:
         events = drain(journal)
         if rc < 0 and rc not in _NONFATAL and lib.gnutls_error_is_fatal(rc):
             return self._fail(rc)
+        if rc == _UNEXPECTED_MESSAGE:
+            # RFC 9001 §4.1.3-4.1.4: never handed to GnuTLS; a protocol violation.
+            self._alert = ALERT_UNEXPECTED_MESSAGE
+            return self._fail_step(errno.EACCES, unexpected_message_text(view(journal)))
         plan = self._plan
         if plan.alpn_check and self._alpn is None:
             for event in events:
                 if type(event) is AlpnNegotiated:
                     self._alpn = event.protocol
-            if self._alpn is None and any(type(e) is SendHandshake for e in events):
+            if self._alpn is None and any(type(e) is InstallSecret for e in events):
                 # RFC 9001 §8.1: GnuTLS checks ALPN only when the ClientHello carries it.
+                # Checked on the ServerHello flight (the one with keys), not on a
+                # HelloRetryRequest: ALPN is read from the ClientHello that follows it.
                 # Nothing of this flight goes out, so no key for it is installed either.
                 self._alert = ALERT_NO_APPLICATION_PROTOCOL
                 return self._fail_step(errno.EACCES, "the client offered no ALPN protocol")
@@ -233,6 +246,12 @@ class HandshakeEngine:
         drain(journal)
         if rc in _NONFATAL:
             return []  # part of a message: the rest comes in a later CRYPTO frame
+        if rc == _UNEXPECTED_MESSAGE:
+            return [
+                HandshakeFailed(
+                    errno.EACCES, ALERT_UNEXPECTED_MESSAGE, unexpected_message_text(fields)
+                )
+            ]
         if rc < 0:
             return [
                 HandshakeFailed(
@@ -259,6 +278,11 @@ class HandshakeEngine:
         if fields.sent_alert < 0:
             lib.gnutls_alert_send_appropriate(fields.session, rc)
             drain(self._journal)
+        if fields.hrr and fields.early_tx and not _GNUTLS_3_8:
+            reason += (
+                "; GnuTLS before 3.8 cannot finish a handshake after a HelloRetryRequest "
+                "once it offered early data: retry without the session ticket"
+            )
         if fields.psk_unknown:
             self._alert = ALERT_UNKNOWN_PSK_IDENTITY
         elif fields.psk_error:

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+#: Key kinds ``new_key`` makes: ECDSA P-256 and P-384, RSA 2048 (rsaEncryption), Ed25519.
+KEY_KINDS = ("ecdsa", "ecdsa-p384", "rsa", "ed25519")
 
 
 @dataclass(frozen=True)
@@ -31,9 +33,13 @@ class Issued:
 def new_key(kind: str = "ecdsa") -> PrivateKey:
     if kind == "ecdsa":
         return ec.generate_private_key(ec.SECP256R1())
+    if kind == "ecdsa-p384":
+        return ec.generate_private_key(ec.SECP384R1())
     if kind == "rsa":
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    raise ValueError(f"unknown key kind {kind!r}; use 'ecdsa' or 'rsa'")
+    if kind == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise ValueError(f"unknown key kind {kind!r}; use one of {', '.join(KEY_KINDS)}")
 
 
 def _pem(cert: x509.Certificate, key: PrivateKey) -> Issued:
@@ -47,6 +53,11 @@ def _pem(cert: x509.Certificate, key: PrivateKey) -> Issued:
         key,
         cert,
     )
+
+
+def _digest(key: PrivateKey) -> hashes.SHA256 | None:
+    """Ed25519 signs without a separate digest."""
+    return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
 
 
 def _name(common_name: str) -> x509.Name:
@@ -79,7 +90,7 @@ def make_ca(common_name: str = "quichsd test CA", kind: str = "ecdsa") -> Issued
             ),
             critical=True,
         )
-        .sign(key, hashes.SHA256())
+        .sign(key, _digest(key))
     )
     return _pem(cert, key)
 
@@ -121,6 +132,6 @@ def issue(
             ),
             critical=False,
         )
-        .sign(ca.key, hashes.SHA256())
+        .sign(ca.key, _digest(ca.key))
     )
     return _pem(cert, key)

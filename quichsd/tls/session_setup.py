@@ -88,7 +88,7 @@ class SessionPlan:
         if config.early_data and not psk:
             flags |= lib.GNUTLS_ENABLE_EARLY_DATA | lib.GNUTLS_NO_END_OF_EARLY_DATA
         plan.flags = flags
-        priority = priority_for(config.cipher)
+        priority = priority_for(config.cipher, config.groups, config.signatures)
         plan.priority = priority
         creds: Any
         if psk:
