@@ -20,8 +20,18 @@ from pathlib import Path
 
 #: Suites a Debian main archive carries, when the host's own codename is unknown.
 DEBIAN_SUITES = frozenset(
-    {"stable", "testing", "unstable", "sid", "oldstable", "bullseye", "bookworm", "trixie",
-     "forky", "duke"}
+    {
+        "stable",
+        "testing",
+        "unstable",
+        "sid",
+        "oldstable",
+        "bullseye",
+        "bookworm",
+        "trixie",
+        "forky",
+        "duke",
+    }
 )
 
 

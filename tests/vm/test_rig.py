@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from quichsd.tls.binding import psk_binder_hash_supported
-
-from .floor import AGENTS
+from .floor import AGENTS, USERLAND, userland_facts
 from .rig import Boot, ScenarioResult
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]
@@ -46,6 +44,19 @@ def test_handshake_family_is_registered(vm_boot: Boot) -> None:
     assert f"tlshd={group}" in facts["pyroute2_groups"].split()
     assert f"tlshd={group}" in facts["quichsd_groups"].split()
     assert "remote_peerids=True" in facts["caps"]
+
+
+@pytest.mark.vm_scenario("kernel")
+def test_quichsd_runs_on_the_userland_under_test(vm_boot: Boot) -> None:
+    """QUICHSD_VM_USERLAND=sid (default): sid's Python and GnuTLS from the chroot's venv, the
+    same as Debian's tlshd there; host: the host's, from .venv."""
+    result = _result(vm_boot, "kernel")
+    assert result.ok, result.describe()
+    expected = userland_facts(USERLAND)
+    assert result.facts["python_version"] == expected["python"], result.facts
+    assert result.facts["gnutls_version"] == expected["gnutls"], result.facts
+    if USERLAND == "sid":
+        assert result.facts["pyroute2_version"] == "0.9.7"  # PyPI's, not sid's python3-pyroute2
 
 
 @pytest.mark.vm_scenario("kernel")
@@ -99,9 +110,8 @@ def test_nvme_tcp_tls_sha384_psk(vm_boot: Boot) -> None:
     assert facts["connect_rc"] == "0"
     assert facts["sha_written"] == facts["sha_read"]
     assert facts["tls_curr_tx"] == "4" and facts["tls_curr_rx"] == "4"
-    expected = (
-        "TLS_AES_256_GCM_SHA384" if psk_binder_hash_supported() else "TLS_CHACHA20_POLY1305_SHA256"
-    )
+    binder_hash = userland_facts(USERLAND)["binder_hash"] == "True"  # the agent's GnuTLS
+    expected = "TLS_AES_256_GCM_SHA384" if binder_hash else "TLS_CHACHA20_POLY1305_SHA256"
     assert facts["agent_ciphers"].split() == ["cipher", expected], facts
 
 
