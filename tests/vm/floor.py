@@ -42,14 +42,16 @@ def quichsd_command(land: str) -> str:
     return f"{VENV}/bin/quichsd serve -s -c CONFIG"
 
 
-def sid_run_python(code: str) -> str:
-    """``code`` run by the sid venv's Python in the chroot on the host (vm/chroot-run)."""
+def run_python(land: str, code: str) -> str:
+    """``code`` run on the host by that userland's Python: the sid venv's in the chroot
+    (vm/chroot-run), or the checkout's .venv."""
+    python = (
+        [str(REPO / "vm" / "chroot-run"), "python"]
+        if land == "sid"
+        else [str(VENV / "bin" / "python")]
+    )
     out = subprocess.run(
-        [str(REPO / "vm" / "chroot-run"), "python", "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
+        [*python, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     return out.stdout.strip()
 
@@ -59,21 +61,13 @@ def userland_facts(land: str) -> dict[str, str]:
     PSK's binder to the PSK's own hash (3.8.11 and later; see quichsd/tls/binding.py)."""
     code = (
         "import platform\n"
+        "from importlib.metadata import version\n"
         "from quichsd.tls.binding import gnutls_version, psk_binder_hash_supported\n"
-        "print(platform.python_version(), gnutls_version(), psk_binder_hash_supported())"
+        "print(platform.python_version(), gnutls_version(), psk_binder_hash_supported(),"
+        " version('pyroute2'))"
     )
-    if land == "sid":
-        line = sid_run_python(code)
-    else:
-        line = subprocess.run(
-            [str(VENV / "bin" / "python"), "-c", code],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=120,
-        ).stdout.strip()
-    python, gnutls, binder = line.split()
-    return {"python": python, "gnutls": gnutls, "binder_hash": binder}
+    python, gnutls, binder, pyroute2 = run_python(land, code).split()
+    return {"python": python, "gnutls": gnutls, "binder_hash": binder, "pyroute2": pyroute2}
 
 
 USERLAND = userland()

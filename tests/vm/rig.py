@@ -43,7 +43,7 @@ def debian_mirror() -> str | None:
         text=True,
         check=False,
     )
-    return proc.stdout.strip() or None if proc.returncode == 0 else None
+    return (proc.stdout.strip() or None) if proc.returncode == 0 else None
 
 
 class RigUnavailable(Exception):
