@@ -198,9 +198,8 @@ print(f"{statistics.median(probe) * 1000:.0f} {statistics.median(bare) * 1000:.0
 def host_startup(land: str, runs: int = 5) -> str:
     """quichsd's start-up on this host up to its kernel probe, on ``land``'s userland."""
     if land == "sid":
-        venv = quichsd_command("sid").split()[1].rsplit("/bin/", 1)[0]
         cmd = [str(REPO / "vm" / "chroot-run"), "python", "-c", _PROBE_TIMER, str(runs)]
-        cmd.append(f"{venv}/bin/quichsd")
+        cmd.append(f"{sid_venv()}/bin/quichsd")
     else:
         venv = str(REPO / ".venv")
         cmd = [f"{venv}/bin/python", "-c", _PROBE_TIMER, str(runs), f"{venv}/bin/quichsd"]
