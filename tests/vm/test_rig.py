@@ -90,6 +90,9 @@ def test_nvme_tcp_tls_psk_loopback(vm_boot: Boot, agent: str) -> None:
     # the agent under test, and only it (or its workers), listened on the tlshd group
     assert facts["agent_comm"] == agent, facts
     assert facts["listeners"].split(), facts
+    # start-up, exec of the agent's program to its join, traced (tests/vm/scenarios/agent.sh):
+    # within the polled span, which starts before the spawn
+    assert 0 < float(facts["agent_exec_join_s"]) <= float(facts["agent_join_s"]), facts
     assert facts["connect_rc"] == "0"
     assert facts["treq"] == "required"
     # both ends of both queues went to kTLS, software path, TLS 1.3
