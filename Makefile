@@ -17,9 +17,15 @@ lint: $(STAMP)
 	$(VENV)/bin/python -m mypy quichsd
 
 # Every floor: in memory, the userspace models, and the real kernel in a VM (which
-# downloads Debian sid's kernel and tools on first use; see vm/README.md).
+# downloads Debian sid's kernel and tools on first use; see vm/README.md), with quichsd on
+# sid's userland (the same Python and GnuTLS as tlshd there); then the VM floor again with
+# quichsd on the host's userland (the systemd boot only runs on it, so is not repeated); then
+# the non-VM floors in the sid chroot: both GnuTLS lines on every run.
 test: lint
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	QUICHSD_VM_USERLAND=host $(VENV)/bin/python -m pytest -m vm tests/vm \
+		--ignore=tests/vm/test_systemd_unit.py $(PYTEST_ARGS)
+	vm/chroot-test $(PYTEST_ARGS)
 
 # The quick floors only (no VM, no multi-second bursts): for the edit-test loop.
 test-fast: lint

@@ -15,18 +15,34 @@ Both go through tests/vm/scenarios/nvme_burst.py; handshakes are the kernel's AC
 round to round, so drifts of this noisy machine hit both alike. Everything under TCG is
 slow; only the ratio of two agents measured in the same boot means something.
 
-    .venv/bin/python bench/vm.py [--rounds 3] [--seq 8] [--par 16] [--threads 4] [--queues 2]
+quichsd runs on sid's userland by default (``--userland sid``: the sid chroot's Python and
+GnuTLS, the same as tlshd's, from the venv of vm/sid-venv), or on the host's (``host``: the
+checkout's .venv, the host's GnuTLS). Each agent start is timed from the exec of the agent's
+own program to its joining the ``tlshd`` multicast group, both stamps from the kernel's trace
+clock (sched_process_exec and a kprobe on genl_bind; tests/vm/scenarios/agent.sh). On the
+host, before the boot, quichsd's start-up up to its kernel probe (exec to the probe's "no
+handshake family" answer on stderr, the host kernel having no such family) is timed for both
+userlands. The host's load average is printed at the start and the end, with a warning when
+it exceeded the number of cores (another VM or build competing: the ratios are then noisy).
 
-The last line is ``quichsd/tlshd burst time ratio: X.XX``: quichsd's total burst time over
-tlshd's (the same work for both; below 1 quichsd is faster). Not part of the test run.
+    .venv/bin/python bench/vm.py [--userland sid|host] [--rounds 3] [--seq 8] [--par 16]
+                                 [--threads 4] [--queues 2]
+
+The last three lines, for the userland run: ``quichsd/tlshd ACCEPT->DONE median ratio: X.XX``
+(per request, from the handshake tracepoints), ``quichsd/tlshd start-to-listen ratio: X.XX``
+(medians of exec to join over the rounds) and ``quichsd/tlshd burst time ratio: X.XX``:
+quichsd's total burst time over tlshd's (the same work for both; below 1 quichsd is faster).
+Not part of the test run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,12 +51,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from tests.vm.floor import USERLANDS, quichsd_command, sid_venv, userland  # noqa: E402
 from tests.vm.rig import Rig, RigError, RigUnavailable, parse_facts  # noqa: E402
 
-AGENTS = {
-    "tlshd": "tlshd",
-    "quichsd": f"{REPO}/.venv/bin/quichsd serve -s -c CONFIG",
-}
+AGENTS = ("tlshd", "quichsd")
 
 GUEST_SCRIPT = r"""#!/bin/sh
 # written by bench/vm.py: the bench's guest part (see its docstring)
@@ -101,6 +115,7 @@ while [ "$r" -le "$ROUNDS" ]; do
         vm_step "round $r: $name"
         if [ "$name" = tlshd ]; then AGENT=tlshd; else AGENT=$QUICHSD; fi
         agent_start "$OUT/agent.conf" "$OUT/$r-$name.log" || die "$name did not start"
+        fact "join_${r}_$name" "${AGENT_EXEC_JOIN_S:--} $AGENT_JOIN_S"
         burst "$r" "$name" warmup 1 1
         burst "$r" "$name" seq 1 "$SEQ"
         burst "$r" "$name" par "$THREADS" "$PAR"
@@ -152,6 +167,65 @@ def _ms(values: list[float], q: float) -> str:
     return f"{ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000:.0f}"
 
 
+#: Run by the host's or the chroot's Python: quichsd serve's start-up to its kernel probe, on a
+#: kernel without the handshake family (exec to the "no handshake family" line on stderr),
+#: and a bare interpreter's start for scale; medians of RUNS, in ms.
+_PROBE_TIMER = r"""
+import statistics, subprocess, sys, tempfile, time
+runs, quichsd = int(sys.argv[1]), sys.argv[2]
+with tempfile.NamedTemporaryFile("w", suffix=".conf") as conf:
+    conf.write("[debug]\nloglevel=0\n")
+    conf.flush()
+    probe, bare = [], []
+    for _ in range(runs):
+        t0 = time.monotonic()
+        proc = subprocess.Popen([quichsd, "serve", "-s", "-c", conf.name], text=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for line in proc.stderr:
+            if "no handshake netlink family" in line:
+                probe.append(time.monotonic() - t0)
+                break
+        proc.wait()
+        t0 = time.monotonic()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        bare.append(time.monotonic() - t0)
+if len(probe) != runs:
+    sys.exit("quichsd serve did not report a missing handshake family (a kernel with one?)")
+print(f"{statistics.median(probe) * 1000:.0f} {statistics.median(bare) * 1000:.0f}")
+"""
+
+
+def host_startup(land: str, runs: int = 5) -> str:
+    """quichsd's start-up on this host up to its kernel probe, on ``land``'s userland."""
+    if land == "sid":
+        cmd = [str(REPO / "vm" / "chroot-run"), "python", "-c", _PROBE_TIMER, str(runs)]
+        cmd.append(f"{sid_venv()}/bin/quichsd")
+    else:
+        venv = str(REPO / ".venv")
+        cmd = [f"{venv}/bin/python", "-c", _PROBE_TIMER, str(runs), f"{venv}/bin/quichsd"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    if proc.returncode != 0:
+        return f"not measured ({(proc.stderr.strip().splitlines() or ['?'])[-1]})"
+    probe, bare = proc.stdout.split()
+    return f"exec to its kernel probe {probe} ms (median of {runs}; bare interpreter {bare} ms)"
+
+
+def load_line(when: str) -> tuple[str, bool]:
+    """The host's load average, and whether it exceeds the number of cores."""
+    one, five, fifteen = os.getloadavg()
+    cores = os.cpu_count() or 1
+    line = f"host load average at {when}: {one:.2f} {five:.2f} {fifteen:.2f} ({cores} cores)"
+    return line, max(one, five) > cores
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}" if a is not None and b else "n/a"
+
+
 @dataclass
 class Totals:
     seconds: dict[str, float] = field(default_factory=lambda: {"seq": 0.0, "par": 0.0})
@@ -161,6 +235,9 @@ class Totals:
     accepts: dict[str, int] = field(default_factory=lambda: {"seq": 0, "par": 0})
     connects: dict[str, int] = field(default_factory=lambda: {"seq": 0, "par": 0})
     failed: dict[str, int] = field(default_factory=lambda: {"seq": 0, "par": 0})
+    #: exec to joining the tlshd group, per start (traced), and start to the join polled
+    joins: list[float] = field(default_factory=list)
+    joins_polled: list[float] = field(default_factory=list)
 
     @property
     def burst_seconds(self) -> float:
@@ -181,15 +258,27 @@ def main() -> int:
     parser.add_argument("--queues", type=int, default=2, help="nr_io_queues per connect")
     parser.add_argument("--timeout", type=float, default=1500.0, help="VM limit, boot included")
     parser.add_argument(
+        "--userland",
+        choices=USERLANDS,
+        default=userland(),
+        help="quichsd's userland in the guest: sid (the chroot's Python and GnuTLS, as "
+        "tlshd's; the default, or QUICHSD_VM_USERLAND) or host (the checkout's .venv)",
+    )
+    parser.add_argument(
         "--quichsd",
-        default=AGENTS["quichsd"],
+        default=None,
         metavar="CMD",
-        help="quichsd's command line in the guest: CONFIG becomes the config path, {repo} the "
-        "repository and {work} the work folder (one path for host and guest); e.g. to add "
-        "--fork-per-request, or to run under bench/profile_agent.py",
+        help="quichsd's command line in the guest (default: the userland's quichsd serve): "
+        "CONFIG becomes the config path, {repo} the repository and {work} the work folder "
+        "(one path for host and guest), {venv} the sid venv's path in the chroot, a first word "
+        "'sid' runs it in the sid chroot; e.g. to "
+        "add --fork-per-request, or to run under bench/profile_agent.py",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="print the guest's output")
     args = parser.parse_args()
+    start_load, busy = load_line("start")
+    print(start_load, flush=True)
+    quichsd = args.quichsd or quichsd_command(args.userland)
 
     rig = Rig()
     try:
@@ -207,10 +296,15 @@ def main() -> int:
         "PAR": str(args.par),
         "THREADS": str(args.threads),
         "QUEUES": str(args.queues),
-        "QUICHSD": args.quichsd.replace("{work}", str(work)).replace("{repo}", str(REPO)),
+        "QUICHSD": quichsd.replace("{work}", str(work))
+        .replace("{repo}", str(REPO))
+        .replace("{venv}", sid_venv()),
     }
+    for land in USERLANDS:
+        print(f"host, quichsd serve on the {land} userland: {host_startup(land)}", flush=True)
     print(
-        f"bench/vm.py: one boot, {args.rounds} rounds x (tlshd, quichsd); per agent and round: "
+        f"bench/vm.py: quichsd on the {args.userland} userland ({quichsd}); "
+        f"one boot, {args.rounds} rounds x (tlshd, quichsd); per agent and round: "
         f"{args.seq} sequential + {args.par} connects on {args.threads} threads, "
         f"nr_io_queues={args.queues} ({2 * (args.queues + 1)} handshakes a connect)",
         flush=True,
@@ -227,6 +321,12 @@ def main() -> int:
     totals = {name: Totals() for name in AGENTS}
     for key, value in facts.items():
         parts = key.split("_")
+        if len(parts) == 3 and parts[0] == "join" and parts[2] in totals:
+            traced, polled = value.split()
+            if traced != "-":
+                totals[parts[2]].joins.append(float(traced))
+            totals[parts[2]].joins_polled.append(float(polled))
+            continue
         if len(parts) != 4 or parts[0] != "bench" or parts[3] == "warmup":
             continue
         round_no, name, mode = parts[1], parts[2], parts[3]
@@ -264,6 +364,14 @@ def main() -> int:
             )
         ]
         print(f"  {name:8}: " + "; ".join(cells) + f" ({len(total.spans['total'])} requests)")
+    print("agent start, s (median; per round), exec to joining the tlshd group (traced):")
+    for name, total in totals.items():
+        rounds = " ".join(f"{j:.2f}" for j in total.joins) or "-"
+        polled_s = _median(total.joins_polled)
+        print(
+            f"  {name:8}: {_median(total.joins) or 0:.2f} ({rounds}); start to the join polled "
+            f"every 0.1 s: {polled_s or 0:.2f}"
+        )
     boot = f"{run.boot_seconds:.1f}" if run.boot_seconds is not None else "?"
     print(
         f"VM: wall {run.wall_seconds:.1f} s, boot {boot} s; kernel ACCEPTs "
@@ -280,7 +388,22 @@ def main() -> int:
             + ", ".join(f"{m} {r:.2f}" for m, r in zip(("seq", "par"), per_mode, strict=False))
             + f" (mean {statistics.mean(per_mode):.2f})"
         )
-    ratio = totals["quichsd"].burst_seconds / totals["tlshd"].burst_seconds
+    end_load, busy_end = load_line("end")
+    print(end_load)
+    if busy or busy_end:
+        print(
+            f"WARNING: the host's load average exceeded its {os.cpu_count()} cores: other work "
+            "competed with the VM, so these figures are noisy (rerun on a quiet machine)"
+        )
+    quichsd_t, tlshd_t = totals["quichsd"], totals["tlshd"]
+    print(f"userland of quichsd: {args.userland}")
+    agent_ratio = _ratio(_median(quichsd_t.spans["agent"]), _median(tlshd_t.spans["agent"]))
+    print(f"quichsd/tlshd ACCEPT->DONE median ratio: {agent_ratio}")
+    print(
+        "quichsd/tlshd start-to-listen ratio: "
+        f"{_ratio(_median(quichsd_t.joins), _median(tlshd_t.joins))}"
+    )
+    ratio = quichsd_t.burst_seconds / tlshd_t.burst_seconds
     print(f"quichsd/tlshd burst time ratio: {ratio:.2f}")
     return 0
 

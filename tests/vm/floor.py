@@ -6,19 +6,80 @@ boots once with those (tests/vm/conftest.py).
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 from .rig import REPO, SCENARIOS, Scenario
 
 #: The project's venv on the host, visible read-only in the guest at the same path.
 VENV = REPO / ".venv"
+#: The userlands quichsd can run on in the guest: "sid", the sid chroot's own Python and
+#: GnuTLS 3.8 (quichsd's venv there, vm/sid-venv), the same userland as Debian's tlshd; and
+#: "host", the host's Python and GnuTLS (.venv; the GnuTLS 3.7 line on bookworm).
+USERLANDS = ("sid", "host")
+
+
+def userland() -> str:
+    """The userland under test: QUICHSD_VM_USERLAND, "sid" unless set."""
+    chosen = os.environ.get("QUICHSD_VM_USERLAND", "sid") or "sid"
+    if chosen not in USERLANDS:
+        raise ValueError(f"QUICHSD_VM_USERLAND={chosen!r}: one of {', '.join(USERLANDS)}")
+    return chosen
+
+
+def sid_venv() -> str:
+    """The sid venv's path inside the chroot (vm/sid-venv path: a hash of the build inputs)."""
+    out = subprocess.run(
+        [str(REPO / "vm" / "sid-venv"), "path"], capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip()
+
+
+def quichsd_command(land: str) -> str:
+    """quichsd's AGENT command line (tests/vm/scenarios/agent.sh) on that userland."""
+    if land == "sid":
+        return f"sid {sid_venv()}/bin/quichsd serve -s -c CONFIG"
+    return f"{VENV}/bin/quichsd serve -s -c CONFIG"
+
+
+def run_python(land: str, code: str) -> str:
+    """``code`` run on the host by that userland's Python: the sid venv's in the chroot
+    (vm/chroot-run), or the checkout's .venv."""
+    python = (
+        [str(REPO / "vm" / "chroot-run"), "python"]
+        if land == "sid"
+        else [str(VENV / "bin" / "python")]
+    )
+    out = subprocess.run(
+        [*python, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    return out.stdout.strip()
+
+
+def userland_facts(land: str) -> dict[str, str]:
+    """Python and GnuTLS versions of the userland, and whether its GnuTLS binds an external
+    PSK's binder to the PSK's own hash (3.8.11 and later; see quichsd/tls/binding.py)."""
+    code = (
+        "import platform\n"
+        "from importlib.metadata import version\n"
+        "from quichsd.tls.binding import gnutls_version, psk_binder_hash_supported\n"
+        "print(platform.python_version(), gnutls_version(), psk_binder_hash_supported(),"
+        " version('pyroute2'))"
+    )
+    python, gnutls, binder, pyroute2 = run_python(land, code).split()
+    return {"python": python, "gnutls": gnutls, "binder_hash": binder, "pyroute2": pyroute2}
+
+
+USERLAND = userland()
 #: The agent command lines the NVMe scenario runs with (AGENT, see nvme_tls_psk.sh).
 AGENTS = {
     "tlshd": "tlshd",
-    "quichsd": f"{VENV}/bin/quichsd serve -s -c CONFIG",
+    "quichsd": quichsd_command(USERLAND),
 }
 
 #: Every scenario the floor knows, by name.
 ALL_SCENARIOS: dict[str, Scenario] = {
-    "kernel": Scenario("kernel", SCENARIOS / "kernel.sh", timeout=120),
+    "kernel": Scenario("kernel", SCENARIOS / "kernel.sh", env={"USERLAND": USERLAND}, timeout=120),
     **{
         f"nvme_tls_psk[{agent}]": Scenario(
             f"nvme_tls_psk[{agent}]",
@@ -63,6 +124,8 @@ for variant, port, extra in (
         env={"AGENT": AGENTS["quichsd"], "PORT": port, "MIB": "1", **extra},
         timeout=240,
     )
+#: The systemd boot runs the host's systemd and, in it, the unit on the host's venv (a unit
+#: cannot name a chroot's interpreter without RootDirectory=): the host userland only.
 ALL_SCENARIOS["systemd_unit"] = Scenario(
     "systemd_unit",
     SCENARIOS / "systemd_unit.sh",

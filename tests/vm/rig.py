@@ -22,6 +22,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,8 +31,19 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
-#: Debian's archive, as vm/fetch uses it (override with QUICHSD_VM_MIRROR, an http:// URL).
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
+
+
+def debian_mirror() -> str | None:
+    """The mirror vm/fetch uses: QUICHSD_VM_MIRROR, else the host's own (vm/mirror.py)."""
+    if os.environ.get("QUICHSD_VM_MIRROR"):
+        return os.environ["QUICHSD_VM_MIRROR"]
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "vm" / "mirror.py")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return (proc.stdout.strip() or None) if proc.returncode == 0 else None
 
 
 class RigUnavailable(Exception):
@@ -160,7 +172,7 @@ class Rig:
         self.repo = repo
         env_cache = os.environ.get("QUICHSD_VMCACHE")
         self.cache = cache or (Path(env_cache) if env_cache else repo / ".vmcache")
-        self.mirror = os.environ.get("QUICHSD_VM_MIRROR", DEFAULT_MIRROR)
+        self.mirror = debian_mirror()
         self.fetch_log = ""
         self.fetch_seconds: float | None = None
 
@@ -183,6 +195,10 @@ class Rig:
     def prepare(self, timeout: float = 1500.0) -> str:
         """Runs vm/fetch (a no-op when the cache is complete); returns its output."""
         self.check_machine()
+        if self.mirror is None:
+            raise RigUnavailable(
+                "no Debian mirror in the host's apt configuration and QUICHSD_VM_MIRROR unset"
+            )
         if not self.ready() and not _archive_reachable(self.mirror):
             raise RigUnavailable(
                 f"Debian's archive ({self.mirror}) is out of reach and {self.cache} "
@@ -196,14 +212,26 @@ class Rig:
             raise RigError(f"vm/fetch took more than {timeout} s") from exc
         self.fetch_seconds = time.monotonic() - start
         self.fetch_log = proc.stdout
-        # The guest cannot write .pyc files into the read-only host tree: compile here.
+        # The guest cannot write .pyc files into the read-only host tree: compile here, for
+        # the host's Python and for sid's (the chroot's venv, vm/chroot-run).
         venv_python = self.repo / ".venv" / "bin" / "python"
-        if proc.returncode == 0 and venv_python.exists():
+        compilers = [[str(venv_python)]] if venv_python.exists() else []
+        compilers.append(
+            [
+                str(self.repo / "vm" / "chroot-run"),
+                "--cache",
+                str(self.cache),
+                "--no-overlay",
+                "python",
+            ]
+        )
+        for python in compilers if proc.returncode == 0 else []:
             subprocess.run(
-                [str(venv_python), "-m", "compileall", "-q", str(self.repo / "quichsd")],
+                [*python, "-m", "compileall", "-q", str(self.repo / "quichsd")],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 check=False,
+                env={**os.environ, "QUICHSD_VMCACHE": str(self.cache)},
             )
         if proc.returncode != 0:
             if not _archive_reachable(self.mirror):

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from quichsd.tls.binding import psk_binder_hash_supported
-
-from .floor import AGENTS
+from .floor import AGENTS, USERLAND, userland_facts
 from .rig import Boot, ScenarioResult
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]
@@ -49,6 +47,21 @@ def test_handshake_family_is_registered(vm_boot: Boot) -> None:
 
 
 @pytest.mark.vm_scenario("kernel")
+def test_quichsd_runs_on_the_userland_under_test(vm_boot: Boot) -> None:
+    """QUICHSD_VM_USERLAND=sid (default): sid's Python and GnuTLS from the chroot's venv, the
+    same as Debian's tlshd there; host: the host's, from .venv."""
+    result = _result(vm_boot, "kernel")
+    assert result.ok, result.describe()
+    expected = userland_facts(USERLAND)
+    host_pyroute2 = userland_facts("host")["pyroute2"]
+    assert result.facts["python_version"] == expected["python"], result.facts
+    assert result.facts["gnutls_version"] == expected["gnutls"], result.facts
+    # pyproject's pin from PyPI, on both (sid's own python3-pyroute2 0.8.1 fails decoding
+    # ACCEPT's x509|nested attributes)
+    assert result.facts["pyroute2_version"] == expected["pyroute2"] == host_pyroute2, result.facts
+
+
+@pytest.mark.vm_scenario("kernel")
 def test_tls_module_loads(vm_boot: Boot) -> None:
     result = _result(vm_boot, "kernel")
     assert result.ok, result.describe()
@@ -77,6 +90,9 @@ def test_nvme_tcp_tls_psk_loopback(vm_boot: Boot, agent: str) -> None:
     # the agent under test, and only it (or its workers), listened on the tlshd group
     assert facts["agent_comm"] == agent, facts
     assert facts["listeners"].split(), facts
+    # start-up, exec of the agent's program to its join, traced (tests/vm/scenarios/agent.sh):
+    # within the polled span, which starts before the spawn
+    assert 0 < float(facts["agent_exec_join_s"]) <= float(facts["agent_join_s"]), facts
     assert facts["connect_rc"] == "0"
     assert facts["treq"] == "required"
     # both ends of both queues went to kTLS, software path, TLS 1.3
@@ -99,9 +115,8 @@ def test_nvme_tcp_tls_sha384_psk(vm_boot: Boot) -> None:
     assert facts["connect_rc"] == "0"
     assert facts["sha_written"] == facts["sha_read"]
     assert facts["tls_curr_tx"] == "4" and facts["tls_curr_rx"] == "4"
-    expected = (
-        "TLS_AES_256_GCM_SHA384" if psk_binder_hash_supported() else "TLS_CHACHA20_POLY1305_SHA256"
-    )
+    binder_hash = userland_facts(USERLAND)["binder_hash"] == "True"  # the agent's GnuTLS
+    expected = "TLS_AES_256_GCM_SHA384" if binder_hash else "TLS_CHACHA20_POLY1305_SHA256"
     assert facts["agent_ciphers"].split() == ["cipher", expected], facts
 
 

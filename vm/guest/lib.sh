@@ -23,7 +23,11 @@ fact() { echo "@@ $*"; }
 die() { echo "FAIL: $*" >&2; fact failed "$*"; exit 1; }
 
 # sid_up: overlay (tmpfs upper) over the read-only sid chroot from the cache, with /proc, /sys,
-# /dev, /tmp of the guest and VM_WORK at the same path inside. Idempotent.
+# /dev, /tmp of the guest and VM_WORK at the same path inside; the checkout too (read-only, at
+# its own path), with quichsd's sid venv (vm/sid-venv: SID_VENV, its path in the chroot) and
+# that venv's extension modules overlaid on quichsd/tls, as vm/chroot-run does on the host.
+# Idempotent.
+SID_VENV=$("$VM_ROOT/vm/sid-venv" path)
 sid_up() {
     [ -n "$VM_CHROOT" ] || die "no sid chroot in the cache (vm/fetch without --no-chroot)"
     mountpoint -q "$SID" && return 0
@@ -36,20 +40,30 @@ sid_up() {
     mount --rbind /dev "$SID/dev"
     mount --rbind /tmp "$SID/tmp"
     mount -t tmpfs -o mode=0755 tmpfs "$SID/run"
-    mkdir -p "$SID/run/lock" "$SID$VM_WORK"
+    mkdir -p "$SID/run/lock" "$SID$VM_WORK" "$SID$VM_ROOT"
+    mountpoint -q "$SID$VM_ROOT" || mount --rbind "$VM_ROOT" "$SID$VM_ROOT"
     mount --bind "$VM_WORK" "$SID$VM_WORK"
+    # under systemd as PID 1 mounts are shared: keep the overlay below out of the host view
+    mount --make-rprivate "$SID"
+    if [ -e "$SID$SID_VENV/.complete" ]; then
+        mount -t overlay quichsd-ext \
+            -o "lowerdir=$SID$SID_VENV/ext/quichsd/tls:$VM_ROOT/quichsd/tls" \
+            "$SID$VM_ROOT/quichsd/tls" || die "overlay of $SID_VENV/ext on quichsd/tls"
+    fi
 }
 
-# sid CMD...: runs CMD in the sid chroot with a clean environment.
+# sid CMD...: runs CMD in the sid chroot with a clean environment (PATH with the venv's bin
+# last, PYTHONPATH the checkout, for quichsd from the sid venv).
 sid() {
-    chroot "$SID" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "$@"
+    chroot "$SID" /usr/bin/env -i PATH="/usr/sbin:/usr/bin:/sbin:/bin:$SID_VENV/bin" \
+        HOME=/root LANG=C.UTF-8 PYTHONPATH="$VM_ROOT" "$@"
 }
 # sid_exec CMD...: the same, replacing the current (sub)shell, so that after
 # `( sid_exec tlshd ) &` $! is the daemon's own pid (a backgrounded `sid` would leave the
 # daemon as a child of a subshell, out of reach of `kill $!`).
 sid_exec() {
-    exec chroot "$SID" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
-        LANG=C.UTF-8 "$@"
+    exec chroot "$SID" /usr/bin/env -i PATH="/usr/sbin:/usr/bin:/sbin:/bin:$SID_VENV/bin" \
+        HOME=/root LANG=C.UTF-8 PYTHONPATH="$VM_ROOT" "$@"
 }
 
 # The tlshd multicast group's bit in /proc/net/netlink's Groups column, then wait until a

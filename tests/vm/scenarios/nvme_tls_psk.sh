@@ -5,10 +5,9 @@
 # O_DIRECT and read back, kTLS counters checked, disconnect. Each connect makes 2 TCP
 # connections (admin + 1 I/O queue) and 4 handshakes (2 client, 2 server).
 #
-# AGENT: "tlshd" (default: Debian sid's tlshd from the chroot) or a command line run from the
-#   guest root (the host's), e.g. "/work/main/.venv/bin/quichsd serve -s -c CONFIG"; a word
-#   CONFIG is replaced by the path of a config file written here ([debug] loglevel=1; tlshd
-#   gets the same file with -c).
+# AGENT: "tlshd" (default: Debian sid's tlshd from the chroot) or a command line with the word
+#   CONFIG (see agent.sh: run from the guest root, or from the sid chroot after a word "sid"),
+#   CONFIG being a config file written here ([debug] loglevel=1; tlshd gets the same file).
 # HMAC (1): the PSK's hash for `nvme gen-tls-key --hmac` (1 SHA-256, 2 SHA-384).
 # HOST_KEYRING: a keyring name; the host's PSK then lives there (see below) and the connect
 #   names it, so the kernel sends its serial in ACCEPT's KEYRING attribute.
@@ -19,8 +18,8 @@ set -u
 . "$VM_ROOT/vm/guest/lib.sh"
 . "$VM_ROOT/tests/vm/scenarios/nvmet.sh"
 . "$VM_ROOT/tests/vm/scenarios/handshake_trace.sh"
+. "$VM_ROOT/tests/vm/scenarios/agent.sh"
 
-AGENT=${AGENT:-tlshd}
 PORT=${PORT:-4420}
 MIB=${MIB:-8}
 TAG=${SCENARIO_TAG:-nvme$PORT}
@@ -29,19 +28,12 @@ mkdir -p "$OUT"
 HOSTID=$(cat /proc/sys/kernel/random/uuid)
 HOSTNQN=nqn.2014-08.org.nvmexpress:uuid:$HOSTID
 SUBNQN=nqn.2026-11.org.quichsd:vm-$TAG
-AGENT_PID=
 CONNECTED=0
 
 cleanup() {
     [ "$CONNECTED" = 1 ] && sid nvme disconnect -n "$SUBNQN" >/dev/null 2>&1
     nvmet_target_down "$PORT" "$SUBNQN" "$HOSTNQN"
-    if [ -n "$AGENT_PID" ]; then
-        kill "$AGENT_PID" 2>/dev/null
-        for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$AGENT_PID" 2>/dev/null || break; sleep 0.2; done
-        kill -9 "$AGENT_PID" 2>/dev/null
-        for _ in 1 2 3 4 5 6 7 8 9 10; do agent_joined || break; sleep 0.2; done
-        agent_joined && echo "WARNING: something still listens on the tlshd group" >&2
-    fi
+    agent_stop
     rm -f "/run/$TAG.img" "/run/$TAG.pattern" "/run/$TAG.readback" "/run/$TAG.psk"
 }
 trap cleanup EXIT
@@ -60,27 +52,7 @@ vm_step "agent"
 # Another agent still listening would take the requests: this scenario must own the group.
 agent_joined && fail "an agent is already listening on the tlshd group before ours started"
 printf '[debug]\nloglevel=1\n' > "$OUT/agent.conf"
-if [ "$AGENT" = tlshd ]; then
-    ( sid_exec tlshd -s -c "$OUT/agent.conf" ) > "$OUT/agent.log" 2>&1 &
-else
-    # shellcheck disable=SC2086  # AGENT is a command line
-    set -- $AGENT
-    cmd=
-    for w in "$@"; do [ "$w" = CONFIG ] && w=$OUT/agent.conf; cmd="$cmd $w"; done
-    # shellcheck disable=SC2086
-    ( exec $cmd ) > "$OUT/agent.log" 2>&1 &
-fi
-AGENT_PID=$!
-t0=$(vm_uptime)
-wait_agent_joined "${AGENT_JOIN_TIMEOUT:-120}" "$AGENT_PID" || fail "the agent did not join the tlshd group"
-fact agent_join_s "$(awk "BEGIN{printf \"%.2f\", $(vm_uptime) - $t0}")"
-listeners=$(group_listener_pids | tr '\n' ' ')
-fact agent_comm "$(cat "/proc/$AGENT_PID/comm" 2>/dev/null)"
-fact listeners "$listeners"
-# (an agent's forked workers may hold the socket too)
-for p in $listeners; do
-    descends "$p" "$AGENT_PID" || fail "tlshd-group listener $p ($(cat "/proc/$p/comm")) is not our agent $AGENT_PID"
-done
+agent_start "$OUT/agent.conf" "$OUT/agent.log" || fail "the agent did not start and join the tlshd group"
 
 vm_step "PSK"
 CONNECT_KEYRING=
