@@ -206,7 +206,7 @@ class Stage:
             receiver, role = (client, Role.CLIENT) if role is Role.SERVER else (server, Role.SERVER)
 
 
-_STAGES = {
+STAGES = {
     "engine_client_initial": Stage(Role.CLIENT, Level.INITIAL, (Level.INITIAL,)),
     "engine_client_handshake": Stage(Role.CLIENT, Level.HANDSHAKE, (Level.HANDSHAKE,)),
     # The NewSessionTicket after completion: the one legitimate APP-level input.
@@ -221,7 +221,7 @@ _STAGES = {
 
 def recorded_flight(name: str, scenario: int) -> bytes | None:
     """The live flight the target ``name`` intercepts in ``scenario``, as seed material."""
-    stage = _STAGES[name]
+    stage = STAGES[name]
     chosen = scenarios()[scenario]
     client = HandshakeEngine(chosen.client, CLIENT_TP)
     server = HandshakeEngine(chosen.server, SERVER_TP)
@@ -245,7 +245,7 @@ def _seeds(name: str) -> Iterator[bytes]:
 
 
 def _target(name: str) -> Target:
-    stage = _STAGES[name]
+    stage = STAGES[name]
     return Target(
         name=name,
         one_input=stage.run,
@@ -254,4 +254,4 @@ def _target(name: str) -> Target:
     )
 
 
-TARGETS = tuple(_target(name) for name in _STAGES)
+TARGETS = tuple(_target(name) for name in STAGES)
