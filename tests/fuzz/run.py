@@ -36,7 +36,10 @@ def fuzz_one(name: str, argv: list[str]) -> None:
     # Nothing of quichsd may be imported before this point, or it goes uninstrumented.
     with atheris.instrument_imports(include=["quichsd"]):
         chosen = target(name)
-    args = [sys.argv[0], f"-max_len={chosen.max_len}", *COMMON, *argv]
+    # libFuzzer re-runs argv[0] through the shell for -merge=1 (and -fork): the interpreter
+    # and this script, with the target's name.
+    relaunch = f"{sys.executable} {Path(__file__).resolve()} {name}"
+    args = [relaunch, f"-max_len={chosen.max_len}", *COMMON, *argv]
     atheris.Setup(args, chosen.one_input)
     atheris.Fuzz()
 
