@@ -28,7 +28,7 @@ _STATS = re.compile(r"stat::(\w+):\s*(\d+)")
 
 
 def fuzz_one(name: str, argv: list[str]) -> None:
-    """Instrument the target's packages, then hand control to libFuzzer (never returns)."""
+    """Instrument quichsd, import the target, then hand control to libFuzzer (never returns)."""
     import atheris
 
     from fuzz.harness import target
