@@ -50,3 +50,13 @@ clean:
 .PHONY: vm-demo
 vm-demo: $(STAMP)
 	vm/demo
+
+# Long fuzz campaigns (tests/fuzz/): each target in turn until FUZZ_RUNS executions or
+# FUZZ_TIME seconds, new inputs and crashes under build/fuzz; prints executions and
+# executions per second per target.  `make fuzz FUZZ_TARGETS="config channel"` for some.
+FUZZ_RUNS ?= 1000000
+FUZZ_TIME ?= 1800
+FUZZ_TARGETS ?=
+.PHONY: fuzz
+fuzz: $(STAMP)
+	$(VENV)/bin/python tests/fuzz/run.py --all --runs $(FUZZ_RUNS) --time $(FUZZ_TIME) $(FUZZ_TARGETS)

@@ -36,6 +36,7 @@ from quichsd.quic.blocking import run_handshake
 from quichsd.quic.driver import Credentials, HandshakeResult
 from quichsd.tls import CertificateRequest, Role, TlsSetupError
 from quichsd.tls.levels import Cipher
+from quichsd.tls.resumption import seal, unseal
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -47,7 +48,7 @@ TICKET_WAIT = 3
 #: Seconds a server waits for its client to close before closing itself.
 LINGER = 3.0
 #: The --ticket-out / --ticket-in file format.
-TICKET_FORMAT = "quichsd-ticket 1"
+TICKET_FORMAT = "quichsd-ticket 2"
 
 NO_QUIC_MODULE = (
     "the kernel has no QUIC module (IPPROTO_QUIC 261 unsupported); "
@@ -302,7 +303,10 @@ def _read_ticket(path: Path) -> tuple[bytes, bytes]:
         saved = json.loads(path.read_text())
         if saved.get("format") != TICKET_FORMAT:
             raise ValueError("not a quichsd ticket file")
-        session = bytes.fromhex(saved["session"])
+        # The file holds GnuTLS's own session data: this process vouches for the user's
+        # 0600 file by sealing it (quichsd/tls/resumption.py), as the daemon does only
+        # for tickets its own workers made.
+        session = seal(bytes.fromhex(saved["session"]))
         params = bytes.fromhex(saved["peer_transport_param"])
         TransportParam.unpack(params)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -321,7 +325,7 @@ def _write_ticket(path: Path, sock: Any, result: HandshakeResult) -> int:
     peer = sockopt.get_transport_param(sock, remote=True)
     body = {
         "format": TICKET_FORMAT,
-        "session": result.session_ticket.hex(),
+        "session": unseal(result.session_ticket).hex(),
         "peer_transport_param": dataclasses.replace(peer, remote=True).pack().hex(),
     }
     # A resumption secret: created 0600, and kept so if the file existed.

@@ -9,7 +9,8 @@ bytes, each a flag byte (more frames follow, or this is the last) and a piece
 of the message; the fd travels with the first.  So any message up to
 ``MAX_MESSAGE`` arrives whole, whatever the socket's buffer sizes, and a
 receiver never acts on a truncated one: the codec raises ``ChannelError``
-instead.  ``MAX_MESSAGE`` is far above what a kernel request can produce (an
+instead, as it does for any malformed message (never another type).
+``MAX_MESSAGE`` is far above what a kernel request can produce (an
 ACCEPT reply fits in one netlink page, ~8 KiB; escaped as JSON, at most six
 times that, plus the configuration's paths); a larger job is refused before
 it is sent, and a worker trims an outcome's texts to fit (``bounded_outcome``).
@@ -18,6 +19,7 @@ it is sent, and a worker trims an outcome's texts to fit (``bounded_outcome``).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, fields, replace
 from typing import TypeVar
 
@@ -99,6 +101,17 @@ def encode_job(job: Job) -> bytes:
     ).encode()
 
 
+def _finite(text: str) -> float:
+    # NaN, Infinity or 1e999: a timeout that is not finite would switch a bound off.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
+_LOADS = json.JSONDecoder(parse_float=_finite, parse_constant=_finite).decode
+
+
 def decode_job(data: bytes) -> Job:
     """Raises ``ChannelError`` for anything but an ``encode_job`` message."""
     return _decode(Job, data, "peer_identities")
@@ -133,7 +146,7 @@ def _decode(cls: type[_Message], data: bytes, tuple_field: str) -> _Message:
     """``cls`` from JSON whose ``tuple_field`` list becomes a tuple; any malformed
     input (not JSON, wrong shape, missing or extra fields) is a ``ChannelError``."""
     try:
-        raw = json.loads(data)
+        raw = _LOADS(data.decode())
         raw[tuple_field] = tuple(raw[tuple_field])
         return cls(**raw)
     except (ValueError, TypeError, KeyError, RecursionError) as exc:

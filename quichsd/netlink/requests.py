@@ -205,7 +205,9 @@ def parse_accept_reply(data: bytes, header: Header | None = None) -> AcceptedReq
     except MalformedRequest:
         raise
     except MalformedMessage as exc:
-        raise MalformedRequest(exc.attribute, exc.reason, sockfd) from exc
+        # A negative SOCKFD names no installed descriptor: nothing to answer on.
+        installed = sockfd if sockfd is not None and sockfd >= 0 else None
+        raise MalformedRequest(exc.attribute, exc.reason, installed) from exc
 
 
 def _build(attrs: list[RawAttribute], sockfd: int | None) -> AcceptedRequest:

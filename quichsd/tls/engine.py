@@ -55,6 +55,7 @@ from quichsd.tls.records import (
     step,
     view,
 )
+from quichsd.tls.resumption import seal, unseal
 from quichsd.tls.session_setup import MAX_TRANSPORT_PARAMETERS, SessionPlan
 
 __all__ = ["MAX_TRANSPORT_PARAMETERS", "EngineStateError", "HandshakeEngine", "State"]
@@ -85,7 +86,8 @@ class HandshakeEngine:
     """One TLS handshake over QUIC CRYPTO frames.
 
     ``transport_parameters`` is our quic_transport_parameters extension body;
-    ``session_data`` (client) resumes a session saved from a SessionTicket.
+    ``session_data`` (client) resumes a session saved from a SessionTicket; data
+    that is not a sealed ticket of this daemon (``resumption.py``) resumes nothing.
     """
 
     __slots__ = (
@@ -109,7 +111,8 @@ class HandshakeEngine:
             config.validate()
             plan = SessionPlan(config)
         try:
-            journal = open_session(plan.handle, transport_parameters, session_data or b"")
+            resume = unseal(session_data) if session_data else b""
+            journal = open_session(plan.handle, transport_parameters, resume)
         except SetupFailed as failed:
             raise plan.setup_error(*failed.args) from None
         # The journal holds the session and is freed with it when collected;
@@ -262,7 +265,7 @@ class HandshakeEngine:
         if lib.gnutls_session_get_data2(fields.session, blob) < 0:
             return []
         try:
-            return [SessionTicket(ffi.buffer(blob.data, blob.size)[:])]
+            return [SessionTicket(seal(ffi.buffer(blob.data, blob.size)[:]))]
         finally:
             lib.qd_free(blob.data)
 
