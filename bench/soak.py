@@ -1,0 +1,189 @@
+"""Soak: many handshakes through the daemon, watching every process for growth.
+
+The real daemon (``quichsd serve`` on the userspace models, through
+``quichsd.model.rig``) serves ``--count`` QUIC client requests (X.509,
+verified) against one aioquic server, in bursts of ``--batch``.  Every
+``--sample`` handshakes it reads, for the parent and for each worker, the
+proportional set size (``Pss`` in /proc/PID/smaps_rollup) and the number of
+open fds.  After ``--warmup`` handshakes it fits a line through each
+process's samples and prints the growth per 10,000 handshakes.  Workers are
+not recycled during the run (``--recycle``), since a recycled worker would hide
+its own growth.  The last line is
+
+    soak: PASS|FAIL, worst PSS growth X KiB / 10k handshakes (PROCESS), worst fd growth Y
+
+The target: no fd growth and under 256 KiB PSS growth per 10,000 handshakes
+for every process.  See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from daemon import SERVER_NAME, LoopThread, start_server  # bench/daemon.py
+
+from quichsd.daemon import keyring
+from quichsd.model.rig import DaemonRig, config_text
+from quichsd.tls.selfsigned import issue, make_ca
+
+#: What a process may grow per 10,000 handshakes (KiB of PSS).
+PSS_TARGET_KIB = 256.0
+PER = 10_000
+
+
+def pss_kib(pid: int) -> int | None:
+    """``Pss`` of /proc/PID/smaps_rollup in KiB (None if the process is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return None
+
+
+def fd_count(pid: int) -> int | None:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+
+
+@dataclass
+class Series:
+    """One process's samples: (handshakes done, PSS KiB, open fds)."""
+
+    name: str
+    points: list[tuple[int, int, int]] = field(default_factory=list)
+
+    def add(self, done: int, pid: int) -> None:
+        pss, fds = pss_kib(pid), fd_count(pid)
+        if pss is not None and fds is not None:
+            self.points.append((done, pss, fds))
+
+    def after(self, warmup: int) -> list[tuple[int, int, int]]:
+        return [p for p in self.points if p[0] >= warmup]
+
+
+def slope(xs: list[float], ys: list[float]) -> float:
+    """Least-squares growth of ``ys`` per unit of ``xs``."""
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    var = sum((x - mx) ** 2 for x in xs)
+    return 0.0 if var == 0 else sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var
+
+
+def run_batch(rig: DaemonRig, address: tuple[str, int], count: int, seen: set[int]) -> None:
+    requests = rig.client_requests(
+        address, count, "x509", peername=SERVER_NAME, timeout_ms=30_000, retry_for=60.0
+    )
+    try:
+        for request in requests:
+            completion = request.handle.wait(60)
+            if completion.status != 0:
+                raise RuntimeError(f"a request failed: status {completion.status}\n{rig.log()}")
+            seen.update(s for s in completion.remote_auth if s)
+    finally:
+        for request in requests:
+            rig.release(request)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--count", type=int, default=50_000, help="handshakes in all")
+    parser.add_argument("--warmup", type=int, default=5_000, help="handshakes before the fit")
+    parser.add_argument("--sample", type=int, default=1_000, help="handshakes between samples")
+    parser.add_argument("--batch", type=int, default=100, help="requests per burst")
+    parser.add_argument("--workers", type=int, default=2, help="pool size")
+    parser.add_argument("--recycle", type=int, default=10_000_000, help="worker_recycle")
+    args = parser.parse_args(argv)
+    if args.count <= args.warmup + 2 * args.sample:
+        parser.error("--count must leave at least two samples after --warmup")
+
+    tmp = Path(tempfile.mkdtemp(prefix="quichsd-soak-"))
+    ca = make_ca()
+    leaf = issue(ca, (SERVER_NAME,))
+    (tmp / "ca.pem").write_bytes(ca.cert_pem)
+    (tmp / "cert.pem").write_bytes(leaf.cert_pem)
+    (tmp / "key.pem").write_bytes(leaf.key_pem)
+    aio = LoopThread()
+    address = start_server(aio, tmp / "cert.pem", tmp / "key.pem")
+    rig = DaemonRig(pending_max=args.batch)
+    rig.write_config(
+        config_text(
+            client={"x509.truststore": str(tmp / "ca.pem")},
+            workers=args.workers,
+            worker_recycle=args.recycle,
+            status_socket=rig.status_socket,
+        )
+    )
+    series: dict[int, Series] = {}
+    peer_keys: set[int] = set()
+    done = 0
+    started = time.monotonic()
+    try:
+        rig.start()
+        workers = {pid: f"worker {i + 1}" for i, pid in enumerate(sorted(rig.worker_pids()))}
+        names = {rig.pid: "parent", **workers}
+        next_sample = 0
+        while done < args.count:
+            if done >= next_sample:
+                for pid in [rig.pid, *rig.worker_pids()]:
+                    name = names.setdefault(pid, f"worker {len(names)} (replacement)")
+                    series.setdefault(pid, Series(name)).add(done, pid)
+                rate = done / max(1e-9, time.monotonic() - started)
+                print(f"{done:>7} handshakes, {rate:6.1f}/s", file=sys.stderr, flush=True)
+                next_sample += args.sample
+            batch = min(args.batch, args.count - done)
+            run_batch(rig, address, batch, peer_keys)
+            done += batch
+        for pid in [rig.pid, *rig.worker_pids()]:
+            series.setdefault(pid, Series(names.get(pid, f"pid {pid}"))).add(done, pid)
+        rig.check_invariants()
+    finally:
+        rig.close()
+        aio.close()
+        for serial in peer_keys:
+            with contextlib.suppress(keyring.KeyringError):
+                keyring.unlink_key(serial, keyring.KEY_SPEC_USER_KEYRING)
+    elapsed = time.monotonic() - started
+
+    print(
+        f"{done} handshakes in {elapsed:.0f} s ({done / elapsed:.1f}/s); "
+        f"growth after {args.warmup} handshakes of warm-up, per {PER:,} handshakes"
+    )
+    print(f"{'process':<24}{'PSS KiB':>16}{'KiB/10k':>10}{'fds':>10}{'fds/10k':>9}")
+    worst_pss, worst_name, worst_fd = float("-inf"), "-", 0.0
+    for s in series.values():
+        points = s.after(args.warmup)
+        if len(points) < 2:
+            continue
+        xs = [float(p[0]) for p in points]
+        pss_growth = slope(xs, [float(p[1]) for p in points]) * PER
+        fd_growth = slope(xs, [float(p[2]) for p in points]) * PER
+        first, last = points[0], points[-1]
+        print(
+            f"{s.name:<24}{f'{first[1]}→{last[1]}':>16}{pss_growth:10.1f}"
+            f"{f'{first[2]}→{last[2]}':>10}{fd_growth:9.2f}"
+        )
+        if pss_growth > worst_pss:
+            worst_pss, worst_name = pss_growth, s.name
+        worst_fd = max(worst_fd, last[2] - first[2])
+    ok = worst_pss < PSS_TARGET_KIB and worst_fd <= 0
+    print(
+        f"soak: {'PASS' if ok else 'FAIL'}, worst PSS growth {worst_pss:.1f} KiB / 10k "
+        f"handshakes ({worst_name}), worst fd growth {worst_fd:+.0f}"
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
