@@ -107,7 +107,13 @@ class HandshakeResult:
 _default_anti_replay: AntiReplay | None = None
 
 
-def _process_anti_replay() -> AntiReplay:
+def process_anti_replay() -> AntiReplay:
+    """This process's 0-RTT guard for server handshakes, made on first use.
+
+    The daemon's parent calls it before forking any worker, so that all of them
+    share one store (RFC 8446 §8: each 0-RTT ClientHello accepted once by the whole
+    server); see docs/ARCHITECTURE.md.
+    """
     global _default_anti_replay
     if _default_anti_replay is None:
         _default_anti_replay = AntiReplay()
@@ -213,7 +219,7 @@ class QuicHandshake:
             # The server's SESSION_TICKET is the 64-byte ticket key (set or kernel-derived).
             ticket_key=stored if x509_server and len(stored) == 64 else None,
             early_data=not psk and (x509_server or bool(stored)),
-            anti_replay=(creds.anti_replay or _process_anti_replay()) if x509_server else None,
+            anti_replay=(creds.anti_replay or process_anti_replay()) if x509_server else None,
         )
         session_data = stored if not server and stored and not psk else None
         return HandshakeEngine(config, local_tp, session_data=session_data)
