@@ -26,6 +26,7 @@ from quichsd.quic.abi import IPPROTO_QUIC, Config
 from quichsd.quic.blocking import run_handshake
 from quichsd.quic.driver import Credentials, HandshakeResult
 from quichsd.tls import Role, TlsSetupError
+from quichsd.tls.binding import keylog_to
 from quichsd.tls.levels import Cipher
 
 EXIT_FAILED = 1
@@ -80,6 +81,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "print the reply (--userspace only)",
         )
         each.add_argument(
+            "--keylog",
+            type=Path,
+            help="write this handshake's TLS secrets to FILE (0600, NSS key log format) "
+            "for a packet analyser; SSLKEYLOGFILE is never used",
+        )
+        each.add_argument(
             "--userspace",
             action="store_true",
             help="use the userspace model of the kernel QUIC socket (loopback)",
@@ -107,6 +114,9 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, stack: ExitStack) -> tuple[HandshakeResult, Any]:
     alpn = tuple(p.strip() for p in args.alpn.split(",") if p.strip())
     config = Config(payload_cipher_type=int(Cipher[args.cipher]))
+    if args.keylog is not None:
+        print(f"quichsd: warning: writing TLS secrets to {args.keylog}", file=sys.stderr)
+        stack.enter_context(keylog_to(args.keylog))
     if args.role == "client":
         creds = _client_credentials(args)
         sock = stack.enter_context(_client_socket(args, alpn, config))

@@ -8,8 +8,10 @@ probe).  Everything here is built once and shared by many handshakes.
 
 from __future__ import annotations
 
+import contextlib
 import errno
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from quichsd.tls._gnutls import ffi, lib
@@ -196,6 +198,25 @@ def new_ticket_key() -> bytes:
         lib.qd_free(d.data)
 
 
+@contextlib.contextmanager
+def keylog_to(path: str | os.PathLike[str]) -> Iterator[None]:
+    """While open, this process's TLS secrets go to ``path`` (NSS key log format).
+
+    Only on request (``quichsd handshake --keylog``): every session quichsd opens
+    replaces GnuTLS's own key-log function, which would follow SSLKEYLOGFILE,
+    with one that writes here or nowhere (tls/_glue.c).  The file is created
+    0600 and made 0600 if it existed; a symlink is refused.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        lib.qd_keylog_to(fd)
+        yield
+    finally:
+        lib.qd_keylog_to(-1)
+        os.close(fd)
+
+
 class AntiReplay:
     """GnuTLS's 0-RTT replay guard over a ``ReplayStore`` (quichsd/tls/replay_store.py).
 
@@ -261,6 +282,7 @@ __all__ = [
     "PskServerCredentials",
     "TlsSetupError",
     "gnutls_version",
+    "keylog_to",
     "new_ticket_key",
     "priority_for",
 ]
