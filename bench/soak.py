@@ -36,18 +36,29 @@ from quichsd.tls.selfsigned import issue, make_ca
 #: What a process may grow per 10,000 handshakes (KiB of PSS).
 PSS_TARGET_KIB = 256.0
 PER = 10_000
+#: Pause before a sample, so that fds of requests just answered are closed.
+SETTLE = 0.2
 
 
-def pss_kib(pid: int) -> int | None:
-    """``Pss`` of /proc/PID/smaps_rollup in KiB (None if the process is gone)."""
+def memory_kib(pid: int) -> tuple[int, int] | None:
+    """(Pss, Private_Clean + Private_Dirty) of /proc/PID/smaps_rollup in KiB, or None.
+
+    PSS shares each page among the processes that map it, so a worker's writes to
+    pages it shares with the parent move both figures; private memory (USS) does not,
+    which makes it the steadier sign of a leak.  Both are reported.
+    """
     try:
         text = Path(f"/proc/{pid}/smaps_rollup").read_text()
     except OSError:
         return None
+    fields = {}
     for line in text.splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1])
-    return None
+        name, _, rest = line.partition(":")
+        if name in ("Pss", "Private_Clean", "Private_Dirty"):
+            fields[name] = int(rest.split()[0])
+    if len(fields) < 3:
+        return None
+    return fields["Pss"], fields["Private_Clean"] + fields["Private_Dirty"]
 
 
 def fd_count(pid: int) -> int | None:
@@ -59,17 +70,17 @@ def fd_count(pid: int) -> int | None:
 
 @dataclass
 class Series:
-    """One process's samples: (handshakes done, PSS KiB, open fds)."""
+    """One process's samples: (handshakes done, PSS KiB, private KiB, open fds)."""
 
     name: str
-    points: list[tuple[int, int, int]] = field(default_factory=list)
+    points: list[tuple[int, int, int, int]] = field(default_factory=list)
 
     def add(self, done: int, pid: int) -> None:
-        pss, fds = pss_kib(pid), fd_count(pid)
-        if pss is not None and fds is not None:
-            self.points.append((done, pss, fds))
+        memory, fds = memory_kib(pid), fd_count(pid)
+        if memory is not None and fds is not None:
+            self.points.append((done, *memory, fds))
 
-    def after(self, warmup: int) -> list[tuple[int, int, int]]:
+    def after(self, warmup: int) -> list[tuple[int, int, int, int]]:
         return [p for p in self.points if p[0] >= warmup]
 
 
@@ -136,15 +147,26 @@ def main(argv: list[str] | None = None) -> int:
         next_sample = 0
         while done < args.count:
             if done >= next_sample:
+                time.sleep(SETTLE)  # a worker closes its fd just after its outcome
+                trace = []
                 for pid in [rig.pid, *rig.worker_pids()]:
                     name = names.setdefault(pid, f"worker {len(names)} (replacement)")
-                    series.setdefault(pid, Series(name)).add(done, pid)
+                    samples = series.setdefault(pid, Series(name))
+                    samples.add(done, pid)
+                    if samples.points and samples.points[-1][0] == done:
+                        _, pss, private, fds = samples.points[-1]
+                        trace.append(f"{name} {pss}/{private} KiB {fds} fds")
                 rate = done / max(1e-9, time.monotonic() - started)
-                print(f"{done:>7} handshakes, {rate:6.1f}/s", file=sys.stderr, flush=True)
+                print(
+                    f"{done:>7} handshakes, {rate:5.1f}/s; PSS/private: " + ", ".join(trace),
+                    file=sys.stderr,
+                    flush=True,
+                )
                 next_sample += args.sample
             batch = min(args.batch, args.count - done)
             run_batch(rig, address, batch, peer_keys)
             done += batch
+        time.sleep(SETTLE)
         for pid in [rig.pid, *rig.worker_pids()]:
             series.setdefault(pid, Series(names.get(pid, f"pid {pid}"))).add(done, pid)
         rig.check_invariants()
@@ -160,23 +182,25 @@ def main(argv: list[str] | None = None) -> int:
         f"{done} handshakes in {elapsed:.0f} s ({done / elapsed:.1f}/s); "
         f"growth after {args.warmup} handshakes of warm-up, per {PER:,} handshakes"
     )
-    print(f"{'process':<24}{'PSS KiB':>16}{'KiB/10k':>10}{'fds':>10}{'fds/10k':>9}")
-    worst_pss, worst_name, worst_fd = float("-inf"), "-", 0.0
+    print(
+        f"{'process':<22}{'PSS KiB':>14}{'KiB/10k':>9}{'private KiB':>14}{'KiB/10k':>9}{'fds':>8}"
+    )
+    worst_pss, worst_name, worst_fd = float("-inf"), "-", 0
     for s in series.values():
         points = s.after(args.warmup)
         if len(points) < 2:
             continue
         xs = [float(p[0]) for p in points]
         pss_growth = slope(xs, [float(p[1]) for p in points]) * PER
-        fd_growth = slope(xs, [float(p[2]) for p in points]) * PER
+        private_growth = slope(xs, [float(p[2]) for p in points]) * PER
         first, last = points[0], points[-1]
         print(
-            f"{s.name:<24}{f'{first[1]}→{last[1]}':>16}{pss_growth:10.1f}"
-            f"{f'{first[2]}→{last[2]}':>10}{fd_growth:9.2f}"
+            f"{s.name:<22}{f'{first[1]}→{last[1]}':>14}{pss_growth:9.1f}"
+            f"{f'{first[2]}→{last[2]}':>14}{private_growth:9.1f}{f'{first[3]}→{last[3]}':>8}"
         )
         if pss_growth > worst_pss:
             worst_pss, worst_name = pss_growth, s.name
-        worst_fd = max(worst_fd, last[2] - first[2])
+        worst_fd = max(worst_fd, max(p[3] for p in points) - first[3])
     ok = worst_pss < PSS_TARGET_KIB and worst_fd <= 0
     print(
         f"soak: {'PASS' if ok else 'FAIL'}, worst PSS growth {worst_pss:.1f} KiB / 10k "
