@@ -8,7 +8,8 @@ proportional set size (``Pss`` in /proc/PID/smaps_rollup) and the number of
 open fds.  After ``--warmup`` handshakes it fits a line through each
 process's samples and prints the growth per 10,000 handshakes.  Workers are
 not recycled during the run (``--recycle``), since a recycled worker would hide
-its own growth.  The last line is
+its own growth.  ``--reload-every N`` sends SIGHUP every N handshakes, so that what
+a reload leaves behind shows as growth too.  The last line is
 
     soak: PASS|FAIL, worst PSS growth X KiB / 10k handshakes (PROCESS), worst fd growth Y
 
@@ -115,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=100, help="requests per burst")
     parser.add_argument("--workers", type=int, default=2, help="pool size")
     parser.add_argument("--recycle", type=int, default=10_000_000, help="worker_recycle")
+    parser.add_argument(
+        "--reload-every", type=int, default=0, help="SIGHUP every N handshakes (0: never)"
+    )
     args = parser.parse_args(argv)
     if args.count <= args.warmup + 2 * args.sample:
         parser.error("--count must leave at least two samples after --warmup")
@@ -166,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             batch = min(args.batch, args.count - done)
             run_batch(rig, address, batch, peer_keys)
             done += batch
+            if args.reload_every and done % args.reload_every < batch:
+                rig.reload()
         time.sleep(SETTLE)
         for pid in [rig.pid, *rig.worker_pids()]:
             series.setdefault(pid, Series(names.get(pid, f"pid {pid}"))).add(done, pid)
