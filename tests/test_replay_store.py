@@ -88,7 +88,7 @@ def _fork(body: object) -> int:
 def test_one_verdict_across_processes() -> None:
     """Four forked processes add the same 500 identifiers (and 100 of their own) at once:
     each shared identifier is fresh in exactly one of them."""
-    store = ReplayStore(8192)
+    store = ReplayStore(8192, shared=True)
     shared = [b"shared-%d" % i for i in range(500)]
     read_end, write_end = os.pipe()
     pids = []
@@ -130,7 +130,7 @@ def test_stuck_lock_holder_makes_it_unreachable_and_a_dead_one_does_not() -> Non
     """A process stopped while holding the lock: the store answers UNREACHABLE within its
     lock timeout (0-RTT refused, nothing waits longer); once it is killed the kernel drops
     its lock and the store answers again."""
-    store = ReplayStore(64, lock_timeout=0.05)
+    store = ReplayStore(64, shared=True, lock_timeout=0.05)
     ready_r, ready_w = os.pipe()
 
     def holder() -> int:

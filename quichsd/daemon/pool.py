@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from quichsd.daemon.protocol import RETIRING, Job, Outcome, decode_outcome, encode_job
 from quichsd.daemon.worker import MAX_MESSAGE, worker_main
-from quichsd.quic.driver import process_anti_replay
+from quichsd.quic.driver import share_anti_replay
 
 #: Imported before forking so that every worker inherits it (see ``WorkerPool.start``).
 TCP_JOB_MODULE = "quichsd.ktls.job"
@@ -76,7 +76,7 @@ class WorkerPool:
         importlib.import_module(TCP_JOB_MODULE)
         # One 0-RTT anti-replay store for the whole daemon, made before any fork: every
         # worker, replacements included, inherits its shared memory and its lock's fd.
-        self._inherited = {process_anti_replay().store.fileno()}
+        self._inherited = {share_anti_replay().store.fileno()}
         for _ in range(self.size):
             self._spawn()
 

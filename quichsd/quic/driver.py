@@ -49,6 +49,7 @@ from quichsd.tls import (
 from quichsd.tls.binding import PskLookup
 from quichsd.tls.events import Event
 from quichsd.tls.levels import CIPHER_SUITE_NAMES
+from quichsd.tls.replay_store import ReplayStore
 
 #: How often the client looks for a NewSessionTicket (tlshd: 100 ms).
 TICKET_POLL_INTERVAL = 0.1
@@ -108,15 +109,23 @@ _default_anti_replay: AntiReplay | None = None
 
 
 def process_anti_replay() -> AntiReplay:
-    """This process's 0-RTT guard for server handshakes, made on first use.
-
-    The daemon's parent calls it before forking any worker, so that all of them
-    share one store (RFC 8446 §8: each 0-RTT ClientHello accepted once by the whole
-    server); see docs/ARCHITECTURE.md.
-    """
+    """This process's 0-RTT guard for server handshakes, made on first use."""
     global _default_anti_replay
     if _default_anti_replay is None:
         _default_anti_replay = AntiReplay()
+    return _default_anti_replay
+
+
+def share_anti_replay() -> AntiReplay:
+    """Makes this process's guard one that every process forked from now on shares.
+
+    The daemon's parent calls it before forking any worker, so that one store serves
+    them all (RFC 8446 §8: each 0-RTT ClientHello accepted once by the whole server);
+    see docs/ARCHITECTURE.md.
+    """
+    global _default_anti_replay
+    if _default_anti_replay is None or _default_anti_replay.store.fileno() < 0:
+        _default_anti_replay = AntiReplay(store=ReplayStore(shared=True))
     return _default_anti_replay
 
 

@@ -54,12 +54,18 @@ class Verdict(enum.Enum):
 
 
 class ReplayStore:
-    """``capacity`` entries (rounded up to whole buckets) in shared memory."""
+    """``capacity`` entries (rounded up to whole buckets).
+
+    ``shared``: in a memfd with a lock that works across processes, for a process that
+    forks workers after making it (the daemon); otherwise in anonymous memory guarded
+    for the threads of one process, holding no fd (the API and the manual CLI).
+    """
 
     def __init__(
         self,
         capacity: int = 65_536,
         *,
+        shared: bool = False,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -70,19 +76,22 @@ class ReplayStore:
         self.lock_timeout = lock_timeout
         self._clock = clock
         self._salt = os.urandom(16)
-        self._fd = os.memfd_create("quichsd-anti-replay", os.MFD_CLOEXEC)
+        size = self.buckets * _BUCKET.size
+        self._fd = os.memfd_create("quichsd-anti-replay", os.MFD_CLOEXEC) if shared else -1
         try:
-            os.ftruncate(self._fd, self.buckets * _BUCKET.size)
-            self._map: mmap.mmap | None = mmap.mmap(self._fd, self.buckets * _BUCKET.size)
+            if shared:
+                os.ftruncate(self._fd, size)
+            self._map: mmap.mmap | None = mmap.mmap(self._fd, size)
         except BaseException:
-            os.close(self._fd)
+            if shared:
+                os.close(self._fd)
             raise
         self._finalizer = weakref.finalize(self, _release, self._map, self._fd)
         # fcntl locks belong to a process, not a thread: threads of one process queue here.
         self._threads = threading.Lock()
 
     def fileno(self) -> int:
-        """The fd a forked process must keep open to take the lock."""
+        """The fd a forked process must keep open to take the lock (-1: not shared)."""
         return self._fd
 
     def add(self, ident: bytes, expires: float) -> Verdict:
@@ -96,7 +105,8 @@ class ReplayStore:
             try:
                 return self._add_locked(self._map, offset, digest, expires)
             finally:
-                fcntl.lockf(self._fd, fcntl.LOCK_UN)
+                if self._fd >= 0:
+                    fcntl.lockf(self._fd, fcntl.LOCK_UN)
 
     def _add_locked(self, table: mmap.mmap, offset: int, digest: bytes, expires: float) -> Verdict:
         now = self._clock()
@@ -117,6 +127,8 @@ class ReplayStore:
         return Verdict.FRESH
 
     def _lock(self) -> bool:
+        if self._fd < 0:
+            return True  # one process: the thread lock is all there is to take
         deadline = time.monotonic() + self.lock_timeout
         while True:
             try:
@@ -144,7 +156,8 @@ class ReplayStore:
 
 def _release(table: mmap.mmap, fd: int) -> None:
     table.close()
-    os.close(fd)
+    if fd >= 0:
+        os.close(fd)
 
 
 __all__ = ["WAYS", "ReplayStore", "Verdict"]
