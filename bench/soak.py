@@ -23,16 +23,14 @@ import argparse
 import contextlib
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from daemon import SERVER_NAME, LoopThread, start_server  # bench/daemon.py
+from daemon import SERVER_NAME, pki_and_server  # bench/daemon.py
 
 from quichsd.daemon import keyring
 from quichsd.model.rig import DaemonRig, config_text
-from quichsd.tls.selfsigned import issue, make_ca
 
 #: What a process may grow per 10,000 handshakes (KiB of PSS).
 PSS_TARGET_KIB = 256.0
@@ -123,14 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.count <= args.warmup + 2 * args.sample:
         parser.error("--count must leave at least two samples after --warmup")
 
-    tmp = Path(tempfile.mkdtemp(prefix="quichsd-soak-"))
-    ca = make_ca()
-    leaf = issue(ca, (SERVER_NAME,))
-    (tmp / "ca.pem").write_bytes(ca.cert_pem)
-    (tmp / "cert.pem").write_bytes(leaf.cert_pem)
-    (tmp / "key.pem").write_bytes(leaf.key_pem)
-    aio = LoopThread()
-    address = start_server(aio, tmp / "cert.pem", tmp / "key.pem")
+    tmp, aio, address = pki_and_server("quichsd-soak-")
     rig = DaemonRig(pending_max=args.batch)
     rig.write_config(
         config_text(

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from daemon_pair_support import ALPN, SERVER_NAME, WAIT, both_roles_config, daemon_pair, write_pki
 
 from quichsd.model import ModelQuicListener, ModelQuicSocket
-from quichsd.model.rig import DaemonRig, Request, config_text
+from quichsd.model.rig import DaemonRig, Request
 from quichsd.quic import sockopt
-from quichsd.quic.abi import Config
 from quichsd.tls import (
     AuthMode,
     CertificateCredentials,
@@ -32,12 +32,8 @@ from quichsd.tls import (
     Role,
     SendHandshake,
 )
-from quichsd.tls.selfsigned import issue, make_ca
 
-SERVER_NAME = "server.test"
-ALPN = b"echo"
 WORKERS = 3
-WAIT = 15.0
 #: A replayed request's deadline (ms): it holds its worker until the test ends it.
 IN_FLIGHT_MS = 20_000
 EARLY_RECEIVE_KEY = (int(Level.EARLY), False)
@@ -46,23 +42,8 @@ HANDSHAKE_SEND_KEY = (int(Level.HANDSHAKE), True)
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[DaemonRig]:
-    ca = make_ca("quichsd 0-RTT CA")
-    leaf = issue(ca, (SERVER_NAME,))
-    (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
-    (tmp_path / "server.pem").write_bytes(leaf.cert_pem + ca.cert_pem)
-    (tmp_path / "server-key.pem").write_bytes(leaf.key_pem)
     rig = DaemonRig()
-    rig.write_config(
-        config_text(
-            client={"x509.truststore": tmp_path / "ca.pem"},
-            server={
-                "x509.certificate": tmp_path / "server.pem",
-                "x509.private_key": tmp_path / "server-key.pem",
-            },
-            workers=WORKERS,
-            status_socket=rig.status_socket,
-        )
-    )
+    rig.write_config(both_roles_config(write_pki(tmp_path), rig, workers=WORKERS))
     with rig:
         yield rig
         print(rig.log())  # shown when the test failed
@@ -85,7 +66,7 @@ def client_flight(ca_pem: bytes, session_data: bytes | None) -> list[bytes]:
                 auth=AuthMode.X509,
                 certificates=CertificateCredentials(trust=ca_pem),
                 peer_name=SERVER_NAME,
-                alpn=(ALPN,),
+                alpn=(ALPN.encode(),),
                 early_data=session_data is not None,
             )
             local_tp = sockopt.get_transport_param_ext(client)
@@ -166,16 +147,7 @@ def test_one_0rtt_flight_replayed_to_every_worker_is_accepted_once(
         end(rig, to_every_worker(rig, listener, client_flight(ca_pem, None)))
         # A full handshake, daemon client against daemon server: the client's socket
         # stores the session data with the ticket.
-        client = rig.client_request(
-            listener.address,
-            "x509",
-            alpn=[ALPN],
-            peername=SERVER_NAME,
-            config=Config(receive_session_ticket=3),
-        )
-        server = rig.server_request(listener, "x509")
-        assert server.handle.wait(WAIT).status == 0
-        assert client.handle.wait(WAIT).status == 0
+        client, server = daemon_pair(rig, listener)
         session_data = sockopt.get_session_ticket(client.sock)
         assert session_data, "the daemon's client stored no ticket"
         rig.finish(client)

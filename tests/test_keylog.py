@@ -19,16 +19,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from daemon_pair_support import ALPN, SERVER_NAME, WAIT, both_roles_config, daemon_pair, write_pki
 
 from quichsd.model import ModelQuicListener
-from quichsd.model.rig import DaemonRig, config_text
+from quichsd.model.rig import DaemonRig
 from quichsd.netlink.constants import MessageType
-from quichsd.quic.abi import Config
-from quichsd.tls.selfsigned import issue, make_ca
 
-SERVER_NAME = "server.test"
-ALPN = "echo"
-WAIT = 15.0
 #: One NSS key log line for TLS 1.3: label, client random, secret (SHA-256 or SHA-384).
 NSS_LINE = re.compile(r"^([A-Z_0-9]+) ([0-9a-f]{64}) ([0-9a-f]{64}|[0-9a-f]{96})$")
 TLS13_LABELS = {
@@ -42,12 +38,7 @@ _REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def pki(tmp_path: Path) -> Path:
-    ca = make_ca("quichsd keylog CA")
-    leaf = issue(ca, (SERVER_NAME,))
-    (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
-    (tmp_path / "server.pem").write_bytes(leaf.cert_pem + ca.cert_pem)
-    (tmp_path / "server-key.pem").write_bytes(leaf.key_pem)
-    return tmp_path
+    return write_pki(tmp_path)
 
 
 @pytest.fixture
@@ -61,29 +52,10 @@ def trap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 def test_serve_ignores_sslkeylogfile(pki: Path, trap: Path) -> None:
     rig = DaemonRig()
-    rig.write_config(
-        config_text(
-            client={"x509.truststore": pki / "ca.pem"},
-            server={
-                "x509.certificate": pki / "server.pem",
-                "x509.private_key": pki / "server-key.pem",
-            },
-            status_socket=rig.status_socket,
-        )
-    )
+    rig.write_config(both_roles_config(pki, rig))
     with rig, ModelQuicListener(alpn=[ALPN]) as listener:
         assert os.environ["SSLKEYLOGFILE"] == str(trap)  # the daemon inherits it
-        # QUIC, both roles, the daemon against itself.
-        client = rig.client_request(
-            listener.address,
-            "x509",
-            alpn=[ALPN],
-            peername=SERVER_NAME,
-            config=Config(receive_session_ticket=1),
-        )
-        server = rig.server_request(listener, "x509")
-        assert client.handle.wait(WAIT).status == 0
-        assert server.handle.wait(WAIT).status == 0
+        daemon_pair(rig, listener)  # QUIC, both roles, the daemon against itself
         # TCP, both roles: the handshake runs (its secrets exist) whether or not this
         # kernel can then install kTLS, which decides the status.
         with socket.create_server(("127.0.0.1", 0)) as tcp_listener:
