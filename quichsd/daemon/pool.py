@@ -139,7 +139,7 @@ class WorkerPool:
         pid = os.fork()
         if pid == 0:  # child
             lowest = 3
-            for keep in sorted({child_end.fileno(), *self._inherited}):
+            for keep in sorted(fd for fd in {child_end.fileno(), *self._inherited} if fd >= 3):
                 os.closerange(lowest, keep)
                 lowest = keep + 1
             os.closerange(lowest, _max_fd())
