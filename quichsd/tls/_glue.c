@@ -294,7 +294,6 @@ static int qd_verify_client(gnutls_session_t s)
 	return 0;
 }
 
-/* Hooks one session to its journal; returns a GnuTLS error code. */
 /*
  * Key logging.  gnutls_init() gives every session GnuTLS's own key-log
  * function, which appends each secret to the file named by SSLKEYLOGFILE.
@@ -343,6 +342,7 @@ static int qd_keylog(gnutls_session_t s, const char *label, const gnutls_datum_t
 	return 0;
 }
 
+/* Hooks one session to its journal; returns a GnuTLS error code. */
 static int qd_session_attach(gnutls_session_t s, struct qd_journal *j)
 {
 	gnutls_session_set_ptr(s, j);

@@ -225,11 +225,12 @@ class AntiReplay:
     anything but a fresh entry makes it refuse the early data (the handshake
     goes on as 1-RTT).  tlshd's store accepts everything.
 
-    Made before the daemon forks its workers, one object serves them all: the
-    store is shared memory, and every worker's copy of the GnuTLS object starts
-    with the same recording time.  GnuTLS prefixes its key with that time,
-    which each process later moves on by itself, so the store is keyed by the
-    ClientHello's identifier alone, the part after the prefix.
+    The daemon makes one with a shared store before it forks its workers
+    (``share_anti_replay`` in quic/driver.py), so one object serves them all and
+    every worker's copy of the GnuTLS object starts with the same recording
+    time.  GnuTLS prefixes its key with that time, which each process later
+    moves on by itself, so the store is keyed by the ClientHello's identifier
+    alone, the part after the prefix.
     """
 
     #: GnuTLS's key: recording start (seconds, 8 bytes; nanoseconds, 4) + identifier.
