@@ -173,3 +173,19 @@ def test_anti_replay_refuses_when_full() -> None:
     assert all(guard.add(prefix + b"binder-%02d" % i, 2e9) for i in range(WAYS))
     assert not guard.add(prefix + b"binder-xx", 2e9)
     assert guard.refusals[Verdict.FULL] == 1
+
+
+def test_fds_held() -> None:
+    """A shared store holds one fd (its lock's, which workers keep); a private one none."""
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = open_fds()
+    private = ReplayStore(64)
+    assert private.fileno() == -1 and open_fds() == before
+    shared = ReplayStore(64, shared=True)
+    assert shared.fileno() >= 0 and open_fds() == before + 1
+    shared.close()
+    private.close()
+    assert open_fds() == before

@@ -3,11 +3,12 @@
 RFC 8446 §8 wants each 0-RTT ClientHello accepted at most once by the whole
 server.  The daemon's workers are forked processes, and any of them can open
 any ticket (the ticket key comes from the kernel socket), so the table lives in
-memory they all map: a ``memfd`` mapped ``MAP_SHARED`` by the process that
-creates it (the daemon's parent, before it forks a worker).  Workers forked
-later inherit the mapping and the fd.  Exclusion across processes is an
-``fcntl`` record lock on that fd: the kernel drops it when its holder dies, so
-a killed worker cannot wedge the others.  See docs/ARCHITECTURE.md.
+memory they all map: an anonymous ``MAP_SHARED`` mapping made by the process
+that creates the store (the daemon's parent, before it forks a worker).
+Workers forked later inherit the mapping.  Exclusion across processes is an
+``fcntl`` record lock on a ``memfd`` they inherit too: the kernel drops the
+lock when its holder dies, so a killed worker cannot wedge the others.  See
+docs/ARCHITECTURE.md.
 
 Layout: ``buckets`` x ``WAYS`` slots of (16-byte keyed BLAKE2b digest of the
 ClientHello's identifier, expiry in Unix seconds).  A slot whose expiry has
@@ -76,16 +77,11 @@ class ReplayStore:
         self.lock_timeout = lock_timeout
         self._clock = clock
         self._salt = os.urandom(16)
-        size = self.buckets * _BUCKET.size
-        self._fd = os.memfd_create("quichsd-anti-replay", os.MFD_CLOEXEC) if shared else -1
-        try:
-            if shared:
-                os.ftruncate(self._fd, size)
-            self._map: mmap.mmap | None = mmap.mmap(self._fd, size)
-        except BaseException:
-            if shared:
-                os.close(self._fd)
-            raise
+        # Anonymous and MAP_SHARED (mmap's default): processes forked later see the same
+        # pages.  The memfd exists only to carry the lock; an mmap of it would hold a
+        # second fd (Python's mmap keeps a dup).
+        self._map: mmap.mmap | None = mmap.mmap(-1, self.buckets * _BUCKET.size)
+        self._fd = os.memfd_create("quichsd-anti-replay-lock", os.MFD_CLOEXEC) if shared else -1
         self._finalizer = weakref.finalize(self, _release, self._map, self._fd)
         # fcntl locks belong to a process, not a thread: threads of one process queue here.
         self._threads = threading.Lock()
