@@ -7,6 +7,7 @@ those bytes, on a fresh connection each, to every worker.  A server that
 accepts the early data installs the EARLY receive key on its socket, which the
 model shows.  Every request stays in flight (nobody answers the server), so the
 pool's least-busy choice spreads them, one per worker, which the test checks.
+After a reload (SIGHUP) the same flight is refused by every worker.
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ def end(rig: DaemonRig, held: list[Replay]) -> None:
 def test_one_0rtt_flight_replayed_to_every_worker_is_accepted_once(
     rig: DaemonRig, tmp_path: Path
 ) -> None:
+    started = time.monotonic()
     ca_pem = (tmp_path / "ca.pem").read_bytes()
     with ModelQuicListener(alpn=[ALPN]) as listener:
         # Every worker has run a server handshake before the ticket exists (as in a
@@ -154,13 +156,19 @@ def test_one_0rtt_flight_replayed_to_every_worker_is_accepted_once(
         rig.finish(server)
         hello = client_flight(ca_pem, session_data)
 
-        for expected in (1, 0):  # first to every worker; again after a reload (SIGHUP)
-            held = to_every_worker(rig, listener, hello)
-            assert accepted_early_data(held) == expected
-            end(rig, held)
-            rig.reload()
-        # A fresh 0-RTT ClientHello from the same ticket is still welcome (once).
-        held = to_every_worker(rig, listener, client_flight(ca_pem, session_data))
+        held = to_every_worker(rig, listener, hello)
         assert accepted_early_data(held) == 1
         end(rig, held)
+        # Kept across a reload: the same flight again, after SIGHUP, to every worker.
+        rig.reload()
+        held = to_every_worker(rig, listener, hello)
+        assert accepted_early_data(held) == 0
+        end(rig, held)
+        elapsed = time.monotonic() - started
     rig.check_invariants()
+    # Past GnuTLS's 10 s recording window (counted from the daemon's start, a little
+    # before ``started``), a worker may refuse the ticket by itself, and the second
+    # round would not show that the store outlived the reload.  No third round with a
+    # fresh ClientHello either: whether it is accepted depends on that window too.
+    if elapsed > 8.0:
+        pytest.skip(f"the reload round ran {elapsed:.1f} s in: it proves nothing")
