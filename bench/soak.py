@@ -4,12 +4,13 @@ The real daemon (``quichsd serve`` on the userspace models, through
 ``quichsd.model.rig``) serves ``--count`` QUIC client requests (X.509,
 verified) against one aioquic server, in bursts of ``--batch``.  Every
 ``--sample`` handshakes it reads, for the parent and for each worker, the
-proportional set size (``Pss`` in /proc/PID/smaps_rollup) and the number of
-open fds.  After ``--warmup`` handshakes it fits a line through each
-process's samples and prints the growth per 10,000 handshakes.  Workers are
-not recycled during the run (``--recycle``), since a recycled worker would hide
-its own growth.  ``--reload-every N`` sends SIGHUP every N handshakes, so that what
-a reload leaves behind shows as growth too.  The last line is
+proportional set size (``Pss`` in /proc/PID/smaps_rollup), private memory and
+the number of open fds.  After ``--warmup`` handshakes it fits a line through
+each process's samples (Theil-Sen) and prints the growth per 10,000
+handshakes.  Workers are not recycled during the run (``--recycle``), since a
+recycled worker would hide its own growth.  ``--reload-every N`` sends SIGHUP
+every N handshakes, so that what a reload leaves behind shows as growth too.
+The last line is
 
     soak: PASS|FAIL, worst PSS growth X KiB / 10k handshakes (PROCESS), worst fd growth Y
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -84,11 +86,16 @@ class Series:
 
 
 def slope(xs: list[float], ys: list[float]) -> float:
-    """Least-squares growth of ``ys`` per unit of ``xs``."""
-    n = len(xs)
-    mx, my = sum(xs) / n, sum(ys) / n
-    var = sum((x - mx) ** 2 for x in xs)
-    return 0.0 if var == 0 else sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var
+    """Growth of ``ys`` per unit of ``xs``: the median of the slopes between every two
+    samples (Theil-Sen), so that a few samples taken while the kernel reclaimed or
+    shared pages differently do not tilt the line as they would a least-squares fit."""
+    slopes = sorted(
+        (ys[j] - ys[i]) / (xs[j] - xs[i])
+        for i in range(len(xs))
+        for j in range(i + 1, len(xs))
+        if xs[j] != xs[i]
+    )
+    return statistics.median(slopes) if slopes else 0.0
 
 
 def run_batch(rig: DaemonRig, address: tuple[str, int], count: int, seen: set[int]) -> None:
