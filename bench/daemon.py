@@ -65,6 +65,19 @@ def start_server(aio: LoopThread, cert: Path, key: Path) -> tuple[str, int]:
     return str(host), int(port)
 
 
+def pki_and_server(prefix: str) -> tuple[Path, LoopThread, tuple[str, int]]:
+    """A directory with ca.pem, cert.pem and key.pem for ``SERVER_NAME``, and an aioquic
+    server presenting them on a loop thread: (directory, loop, address)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    ca = make_ca()
+    leaf = issue(ca, (SERVER_NAME,))
+    (tmp / "ca.pem").write_bytes(ca.cert_pem)
+    (tmp / "cert.pem").write_bytes(leaf.cert_pem)
+    (tmp / "key.pem").write_bytes(leaf.key_pem)
+    aio = LoopThread()
+    return tmp, aio, start_server(aio, tmp / "cert.pem", tmp / "key.pem")
+
+
 def burst(rig: DaemonRig, address: tuple[str, int], count: int) -> tuple[float, list[float]]:
     """Seconds from the first submission to the last DONE, and each request's latency."""
     started = time.monotonic()
@@ -97,14 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="pool size")
     args = parser.parse_args(argv)
 
-    tmp = Path(tempfile.mkdtemp(prefix="quichsd-bench-"))
-    ca = make_ca()
-    leaf = issue(ca, (SERVER_NAME,))
-    (tmp / "ca.pem").write_bytes(ca.cert_pem)
-    (tmp / "cert.pem").write_bytes(leaf.cert_pem)
-    (tmp / "key.pem").write_bytes(leaf.key_pem)
-    aio = LoopThread()
-    address = start_server(aio, tmp / "cert.pem", tmp / "key.pem")
+    tmp, aio, address = pki_and_server("quichsd-bench-")
     modes = {"pool": (), "fork-per-request": ("--fork-per-request",)}
     rigs: dict[str, DaemonRig] = {}
     times: dict[str, list[float]] = {mode: [] for mode in modes}

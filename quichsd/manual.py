@@ -35,6 +35,7 @@ from quichsd.quic.abi import IPPROTO_QUIC, Config, TransportParam
 from quichsd.quic.blocking import run_handshake
 from quichsd.quic.driver import Credentials, HandshakeResult
 from quichsd.tls import CertificateRequest, Role, TlsSetupError
+from quichsd.tls.binding import keylog_to
 from quichsd.tls.levels import Cipher
 from quichsd.tls.resumption import seal, unseal
 
@@ -126,6 +127,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "server: read a stream and answer with this ('' echoes it)",
         )
         each.add_argument(
+            "--keylog",
+            type=Path,
+            help="write this handshake's TLS secrets to FILE (0600, NSS key log format) "
+            "for a packet analyser; SSLKEYLOGFILE is never used",
+        )
+        each.add_argument(
             "--userspace",
             action="store_true",
             help="use the userspace model of the kernel QUIC socket (loopback)",
@@ -152,7 +159,11 @@ def run(args: argparse.Namespace) -> int:
         if role == "pki":
             return _write_pki(args.directory, tuple(args.name or ("localhost", "127.0.0.1")))
         _check_options(args)
-        return _run_client(args) if role == "client" else _run_server(args)
+        with ExitStack() as keylog:
+            if args.keylog is not None:
+                print(f"quichsd: warning: writing TLS secrets to {args.keylog}", file=sys.stderr)
+                keylog.enter_context(keylog_to(args.keylog))
+            return _run_client(args) if role == "client" else _run_server(args)
     except ManualError as exc:
         print(f"quichsd: {exc}", file=sys.stderr)
         return EXIT_USAGE

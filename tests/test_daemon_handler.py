@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+from quichsd.daemon import handler
 from quichsd.daemon.handler import build_credentials
 from quichsd.daemon.protocol import Job
 from quichsd.tls import AuthMode
@@ -44,3 +46,19 @@ def test_x509_client_presents_its_configured_certificate(tmp_path: Path) -> None
     creds, _ = build_credentials(_job(tmp_path, AuthMode.X509), None)
     assert creds.certificates is not None and creds.certificates.has_key
     assert creds.peer_name == "server.test"
+
+
+def test_credential_cache_stays_bounded_across_reloads_and_renewed_files(
+    tmp_path: Path,
+) -> None:
+    """Each reload (a new generation) and each rewritten file builds new credentials; the
+    old ones must not pile up in the worker (issue 11, item 9)."""
+    job = _job(tmp_path, AuthMode.X509)
+    first = build_credentials(job, None)[0].certificates
+    assert build_credentials(job, None)[0].certificates is first  # cached
+    for generation in range(2, 40):
+        later = dataclasses.replace(job, generation=generation)
+        assert build_credentials(later, None)[0].certificates is not first
+        if generation % 5 == 0:
+            (tmp_path / "ca.pem").write_bytes((tmp_path / "ca.pem").read_bytes())  # renewed
+    assert len(handler._credential_cache) <= 3

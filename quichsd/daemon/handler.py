@@ -40,7 +40,10 @@ def open_kernel_socket(fd: int) -> QuicSocket:
 #: How a worker turns a received fd into a QUIC socket; tests install the model's.
 open_quic_socket: Callable[[int], QuicSocket] = open_kernel_socket
 
-_credential_cache: dict[tuple[object, ...], CertificateCredentials] = {}
+#: One entry per kind of credentials (role, own chain or not): (the configuration
+#: generation and file state they were built from, the credentials).  A reload or a
+#: renewed file replaces the entry instead of adding one, so the cache stays bounded.
+_credential_cache: dict[tuple[object, ...], tuple[tuple[object, ...], CertificateCredentials]] = {}
 
 
 def _read_file(path: str | None, what: str) -> bytes | None:
@@ -80,10 +83,11 @@ def certificate_credentials(
     # same path counts at once: the cache is keyed on the files' state too, not just on
     # the configuration generation (which only changes with the paths, on reload).
     stamps = tuple(_stamp(files.get(name)) for name in sorted(files))
-    cache_key = (job.generation, job.role, job.certificate, job.private_key, need_own, own, stamps)
-    cached = _credential_cache.get(cache_key) if not job.certificate else None
-    if cached is not None:
-        return cached
+    slot = (job.role, need_own, own)
+    state = (job.generation, job.private_key, stamps)
+    cached = _credential_cache.get(slot) if not job.certificate else None
+    if cached is not None and cached[0] == state:
+        return cached[1]
     chain = key = None
     if own:
         chain = (
@@ -113,7 +117,7 @@ def certificate_credentials(
     except TlsSetupError as exc:
         raise JobRefused(errno.EIO, f"{job.role} credentials: {exc.strerror}") from None
     if not job.certificate:
-        _credential_cache[cache_key] = creds
+        _credential_cache[slot] = (state, creds)
     return creds
 
 

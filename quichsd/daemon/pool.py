@@ -31,6 +31,7 @@ from quichsd.daemon.protocol import (
     encode_job,
 )
 from quichsd.daemon.worker import worker_main
+from quichsd.quic.driver import share_anti_replay
 
 #: Imported before forking so that every worker inherits it (see ``WorkerPool.start``).
 TCP_JOB_MODULE = "quichsd.ktls.job"
@@ -78,11 +79,16 @@ class WorkerPool:
         #: Workers that retired after their share of jobs (worker_recycle).
         self.recycled = 0
         self._stopping = False
+        #: fds besides its channel that a forked worker keeps (the anti-replay store's).
+        self._inherited: set[int] = set()
 
     def start(self) -> None:
         # Workers import the TCP path on their first TCP job otherwise: ~0.3 s under QEMU
         # TCG, paid by each worker's first request (a kernel consumer waiting on it).
         importlib.import_module(TCP_JOB_MODULE)
+        # One 0-RTT anti-replay store for the whole daemon, made before any fork: every
+        # worker, replacements included, inherits its shared memory and its lock's fd.
+        self._inherited = {share_anti_replay().store.fileno()}
         for _ in range(self.size):
             self._spawn()
 
@@ -154,9 +160,11 @@ class WorkerPool:
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:  # child
-            keep = child_end.fileno()
-            os.closerange(3, keep)
-            os.closerange(keep + 1, _max_fd())
+            lowest = 3
+            for keep in sorted(fd for fd in {child_end.fileno(), *self._inherited} if fd >= 3):
+                os.closerange(lowest, keep)
+                lowest = keep + 1
+            os.closerange(lowest, _max_fd())
             worker_main(child_end, recycle_after or self.recycle_after)
         child_end.close()
         parent_end.setblocking(False)

@@ -306,6 +306,12 @@ class FamilyModel:
                 return True
             return False
 
+    def forget(self, req: RequestHandle) -> None:
+        """Drops a released request from ``requests`` (long runs: bench/soak.py)."""
+        self._release(req)
+        with self._lock, contextlib.suppress(ValueError):
+            self.requests.remove(req)
+
     def _release(self, req: RequestHandle) -> None:
         with self._lock:
             if req in self._pending:

@@ -132,6 +132,13 @@ class ModelQuicSocket:
         endpoint = self._session.endpoint
         return [] if endpoint is None else list(endpoint.failures)
 
+    @property
+    def installed_keys(self) -> frozenset[tuple[int, bool]]:
+        """(level, send) of each secret the agent installed; a server that accepted 0-RTT
+        holds the EARLY receive key."""
+        with self._session.lock:
+            return frozenset((int(level), send) for level, send in self._session.keys)
+
     def kept_packets(self, level: int) -> int:
         """Packets received at ``level`` that wait for its receive key."""
         with self._session.lock:

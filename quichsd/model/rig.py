@@ -748,6 +748,14 @@ class DaemonRig:
         """
         self._close_tracked(self._find(request))
 
+    def release(self, request: Request) -> None:
+        """``finish()``, then forget the request here and in the family model, so that a
+        run of many requests (bench/soak.py) keeps the rig's own state bounded."""
+        tracked = self._find(request)
+        self._close_tracked(tracked)
+        self._tracked.remove(tracked)
+        self.family.forget(request.handle)
+
     def _find(self, request: Request) -> _Tracked:
         for tracked in self._tracked:
             if tracked.request.handle is request.handle:

@@ -50,6 +50,7 @@ from quichsd.tls.binding import PskLookup
 from quichsd.tls.events import Event
 from quichsd.tls.failures import alert_text, errno_for_peer_alert
 from quichsd.tls.levels import CIPHER_SUITE_NAMES, Level
+from quichsd.tls.replay_store import ReplayStore
 
 #: How often the client looks for a NewSessionTicket (tlshd: 100 ms).
 TICKET_POLL_INTERVAL = 0.1
@@ -136,10 +137,24 @@ def _close_code_text(code: int) -> str:
 _default_anti_replay: AntiReplay | None = None
 
 
-def _process_anti_replay() -> AntiReplay:
+def process_anti_replay() -> AntiReplay:
+    """This process's 0-RTT guard for server handshakes, made on first use."""
     global _default_anti_replay
     if _default_anti_replay is None:
         _default_anti_replay = AntiReplay()
+    return _default_anti_replay
+
+
+def share_anti_replay() -> AntiReplay:
+    """Makes this process's guard one that every process forked from now on shares.
+
+    The daemon's parent calls it before forking any worker, so that one store serves
+    them all (RFC 8446 §8: each 0-RTT ClientHello accepted once by the whole server);
+    see docs/ARCHITECTURE.md.
+    """
+    global _default_anti_replay
+    if _default_anti_replay is None or _default_anti_replay.store.fileno() < 0:
+        _default_anti_replay = AntiReplay(store=ReplayStore(shared=True))
     return _default_anti_replay
 
 
@@ -273,7 +288,7 @@ class QuicHandshake:
             # The server's SESSION_TICKET is the 64-byte ticket key (set or kernel-derived).
             ticket_key=stored if x509_server and len(stored) == 64 else None,
             early_data=not psk and (x509_server or bool(stored)),
-            anti_replay=(creds.anti_replay or _process_anti_replay()) if x509_server else None,
+            anti_replay=(creds.anti_replay or process_anti_replay()) if x509_server else None,
         )
         session_data = stored if not server and stored and not psk else None
         return HandshakeEngine(config, local_tp, session_data=session_data)

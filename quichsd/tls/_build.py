@@ -176,6 +176,7 @@ int qd_step(struct qd_journal *j, int klevel, const unsigned char *data, size_t 
 int qd_post_handshake(struct qd_journal *j, int klevel, const unsigned char *data, size_t size);
 int qd_datum_set(gnutls_datum_t *d, const unsigned char *data, size_t size);
 void qd_free(void *p);
+void qd_keylog_to(int fd);
 void qd_set_psk_server_callback(gnutls_psk_server_credentials_t cred);
 typedef struct gnutls_privkey_st *gnutls_privkey_t;
 int gnutls_privkey_init(gnutls_privkey_t *key);

@@ -8,13 +8,15 @@ probe).  Everything here is built once and shared by many handshakes.
 
 from __future__ import annotations
 
+import contextlib
 import errno
-import time
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from quichsd.tls._gnutls import ffi, lib
 from quichsd.tls.levels import CIPHER_PRIORITY_NAMES, Cipher
+from quichsd.tls.replay_store import ReplayStore, Verdict
 
 GNUTLS_MIN_VERSION = "3.7.2"
 
@@ -238,16 +240,50 @@ def new_ticket_key() -> bytes:
         lib.qd_free(d.data)
 
 
+@contextlib.contextmanager
+def keylog_to(path: str | os.PathLike[str]) -> Iterator[None]:
+    """While open, this process's TLS secrets go to ``path`` (NSS key log format).
+
+    Only on request (``quichsd handshake --keylog``): every session quichsd opens
+    replaces GnuTLS's own key-log function, which would follow SSLKEYLOGFILE,
+    with one that writes here or nowhere (tls/_glue.c).  The file is created
+    0600 and made 0600 if it existed; a symlink is refused.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        lib.qd_keylog_to(fd)
+        yield
+    finally:
+        lib.qd_keylog_to(-1)
+        os.close(fd)
+
+
 class AntiReplay:
-    """0-RTT replay guard shared by the server handshakes of one process.
+    """GnuTLS's 0-RTT replay guard over a ``ReplayStore`` (quichsd/tls/replay_store.py).
 
     GnuTLS checks the ClientHello's age against ``window_ms`` and asks us to
-    remember each accepted 0-RTT ClientHello until it expires; a second one
-    with the same key is refused (the handshake goes on as 1-RTT).  tlshd's
-    store accepts everything; this one remembers up to ``capacity`` entries.
+    remember each 0-RTT ClientHello it would accept until the window is over;
+    anything but a fresh entry makes it refuse the early data (the handshake
+    goes on as 1-RTT).  tlshd's store accepts everything.
+
+    The daemon makes one with a shared store before it forks its workers
+    (``share_anti_replay`` in quic/driver.py), so one object serves them all and
+    every worker's copy of the GnuTLS object starts with the same recording
+    time.  GnuTLS prefixes its key with that time, which each process later
+    moves on by itself, so the store is keyed by the ClientHello's identifier
+    alone, the part after the prefix.
     """
 
-    def __init__(self, window_ms: int = 10_000, capacity: int = 100_000) -> None:
+    #: GnuTLS's key: recording start (seconds, 8 bytes; nanoseconds, 4) + identifier.
+    KEY_PREFIX = 12
+    #: GnuTLS passes the expiry in whole seconds, truncated; one more keeps the entry
+    #: until the last moment GnuTLS could still accept the same ClientHello.
+    EXPIRY_SLACK = 1.0
+
+    def __init__(
+        self, window_ms: int = 10_000, capacity: int = 65_536, store: ReplayStore | None = None
+    ) -> None:
         holder = ffi.new("gnutls_anti_replay_t *")
         check(lib.gnutls_anti_replay_init(holder), "anti-replay init")
         self.ptr = ffi.gc(holder[0], lib.gnutls_anti_replay_deinit)
@@ -255,30 +291,28 @@ class AntiReplay:
         self._handle = ffi.new_handle(self)
         lib.gnutls_anti_replay_set_ptr(self.ptr, self._handle)
         lib.gnutls_anti_replay_set_add_function(self.ptr, lib.qd_py_antireplay_add)
-        self._seen: dict[bytes, float] = {}
-        self._capacity = capacity
+        self.store = store if store is not None else ReplayStore(capacity)
+        #: This process's refusals: in all, and by verdict.
         self.refused = 0
+        self.refusals: dict[Verdict, int] = dict.fromkeys(Verdict, 0)
 
     def add(self, key: bytes, expires: float) -> bool:
-        """Records ``key``; False if it was seen and has not expired."""
-        now = time.time()
-        seen = self._seen.get(key)
-        if seen is not None and seen > now:
-            self.refused += 1
-            return False
-        if len(self._seen) >= self._capacity:
-            self._seen = {k: t for k, t in self._seen.items() if t > now}
-            if len(self._seen) >= self._capacity:
-                self.refused += 1
-                return False  # full of live entries: refusing 0-RTT is the safe answer
-        self._seen[key] = expires
-        return True
+        """Records GnuTLS's ``key``; False refuses 0-RTT (a replay, a full or unreachable store)."""
+        verdict = self.store.add(key[self.KEY_PREFIX :], expires + self.EXPIRY_SLACK)
+        if verdict is Verdict.FRESH:
+            return True
+        self.refused += 1
+        self.refusals[verdict] += 1
+        return False
 
 
 @ffi.def_extern()  # type: ignore[untyped-decorator]
 def qd_py_antireplay_add(ptr: Any, expires: int, key: Any, data: Any) -> int:
     store: AntiReplay = ffi.from_handle(ptr)
-    fresh = store.add(bytes(ffi.buffer(key.data, key.size)), float(expires))
+    try:
+        fresh = store.add(bytes(ffi.buffer(key.data, key.size)), float(expires))
+    except Exception:  # a broken store refuses 0-RTT, not the handshake
+        fresh = False
     return 0 if fresh else int(lib.GNUTLS_E_DB_ENTRY_EXISTS)
 
 
@@ -291,6 +325,7 @@ __all__ = [
     "PskServerCredentials",
     "TlsSetupError",
     "gnutls_version",
+    "keylog_to",
     "new_ticket_key",
     "priority_for",
 ]
