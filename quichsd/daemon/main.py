@@ -21,6 +21,7 @@ from pathlib import Path
 from quichsd import __version__
 from quichsd.daemon import journal, keyring
 from quichsd.daemon.config import MAX_WORKERS, ConfigError, DaemonConfig, load_config
+from quichsd.daemon.forkserver import ForkServer
 from quichsd.daemon.metrics import Snapshot
 from quichsd.daemon.metrics_snapshot import snapshot
 from quichsd.daemon.notify import Lifecycle, Notifier, status_line
@@ -96,6 +97,23 @@ def serve(options: ServeOptions) -> int:
     except ConfigError as exc:
         print(f"quichsd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    # First, while this process holds nothing a worker must not have: no journal or syslog
+    # socket, no netlink socket, no event loop (daemon/forkserver.py).  Whatever every
+    # worker must share (a shared mapping, the model's socket opener) is made before it.
+    probe = _transport_probe(options)
+    forkserver = ForkServer.start()
+    try:
+        return _serve(options, config, forkserver, probe)
+    finally:
+        forkserver.close()
+
+
+def _serve(
+    options: ServeOptions,
+    config: DaemonConfig,
+    forkserver: ForkServer,
+    probe: Callable[[int], str],
+) -> int:
     setup_logging(config, options.stderr)
     log.info("quichsd %s on GnuTLS %s", __version__, gnutls_version())
     before, after = raise_open_files_limit()
@@ -127,7 +145,8 @@ def serve(options: ServeOptions) -> int:
             config,
             workers=default_workers(config),
             report_remote_auth=capabilities.remote_peerids,
-            transport_probe=_transport_probe(options),
+            transport_probe=probe,
+            forkserver=forkserver,
             fork_per_request=options.fork_per_request,
         )
         asyncio.run(_run(service, options))

@@ -470,10 +470,16 @@ class DaemonRig:
                 self.process.wait(self.wait)
 
     def worker_pids(self) -> list[int]:
-        """The daemon's live children (its workers), from /proc."""
+        """The daemon's live workers, from /proc: the children of its one child, the fork
+        server (daemon/forkserver.py)."""
         if not self.running():
             return []
-        return [pid for pid in _children(self.pid) if _state(pid) not in ("Z", "X", None)]
+        return [
+            pid
+            for server in _children(self.pid)
+            for pid in _children(server)
+            if _state(pid) not in ("Z", "X", None)
+        ]
 
     def wait_workers(
         self, count: int, *, excluding: Iterable[int] = (), timeout: float | None = None
