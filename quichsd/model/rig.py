@@ -161,12 +161,17 @@ def config_text(
     return "\n".join(lines) + "\n" + extra
 
 
-def _daemon_command(config: Path, family_address: str) -> list[str]:
-    # ``python -m quichsd`` needs a quichsd/__main__.py; cli.py is the console script's module.
+#: How the rig runs the daemon: ``python -m quichsd`` needs a quichsd/__main__.py; cli.py is
+#: the console script's module.
+DAEMON_ENTRY = ("-m", "quichsd.cli")
+
+
+def _daemon_command(
+    config: Path, family_address: str, entry: Sequence[str] = DAEMON_ENTRY
+) -> list[str]:
     return [
         sys.executable,
-        "-m",
-        "quichsd.cli",
+        *entry,
         "serve",
         "-c",
         str(config),
@@ -248,9 +253,13 @@ class DaemonRig:
         supports_remote_auth: bool = True,
         wait: float = DEFAULT_WAIT,
         daemon_args: Sequence[str] = (),
+        entry: Sequence[str] = DAEMON_ENTRY,
     ) -> None:
+        """``entry``: the interpreter's arguments before ``serve`` (a test's own script
+        that wraps the CLI, for instance)."""
         self.wait = wait
         self.daemon_args = tuple(daemon_args)
+        self.entry = tuple(entry)
         self._tmp = tempfile.TemporaryDirectory(prefix="quichsd-rig-")
         self.dir = Path(self._tmp.name)
         self.family = FamilyModel(
@@ -299,7 +308,10 @@ class DaemonRig:
         earlier = set(self.family.listeners())  # a daemon stopped a moment ago may linger
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [*_daemon_command(self.config_path, self.family.address), *self.daemon_args],
+                [
+                    *_daemon_command(self.config_path, self.family.address, self.entry),
+                    *self.daemon_args,
+                ],
                 env=_daemon_env(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
