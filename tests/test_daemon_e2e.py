@@ -662,10 +662,11 @@ def test_workers_hold_no_privilege(
     besides stdio only its channel and the sockets of the requests it holds -- none of the
     daemon's (netlink, status socket, the other workers' channels).  Requests still succeed."""
     daemon_sockets = {link for link in _proc_fds(rig.pid).values() if link.startswith("socket:")}
-    unix = _unix_socket_links()
     workers = rig.wait_workers(2)
     for pid in workers:
         assert_unprivileged(pid)
+    unix = _unix_socket_links()
+    for pid in workers:
         own = sorted(link for fd, link in _proc_fds(pid).items() if fd > 2)
         # its channel and its event loop's (an epoll fd and its self-pipe, a socketpair)
         assert own[0] == "anon_inode:[eventpoll]" and len(own) == 4, own
