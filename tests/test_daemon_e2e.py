@@ -684,6 +684,19 @@ def test_workers_hold_no_privilege(
     rig.check_invariants()
 
 
+def test_parent_and_fork_server_keep_one_capability_each(rig: DaemonRig) -> None:
+    """The parent keeps CAP_NET_ADMIN (ACCEPT, DONE), the fork server CAP_SETPCAP (for the
+    workers to empty their bounding sets), each in every set; neither a thing more."""
+    forkserver = rig.forkserver_pid()
+    for pid, name, capability in ((rig.pid, None, 12), (forkserver, "quichsd-forksrv", 8)):
+        status = _proc_status(pid)
+        if name:
+            assert status["Name"] == name
+        for key in ("CapPrm", "CapEff", "CapBnd"):
+            assert int(status[key], 16) == 1 << capability, (pid, key, status[key])
+        assert int(status["CapInh"], 16) == int(status["CapAmb"], 16) == 0
+
+
 def test_worker_opening_netlink_is_killed(
     make_rig: Callable[..., DaemonRig], peer_server: PeerServer, silent_peer: SilentPeer
 ) -> None:

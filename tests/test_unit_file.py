@@ -7,7 +7,7 @@
   reason, where systemd-analyze is missing).
 * The daemon does real handshakes inside an approximation of that sandbox,
   built without systemd (``tests/unit_sandbox.py``): the capability bounding
-  set reduced to CAP_NET_ADMIN, no new privileges, the unit's system-call
+  set reduced to CAP_NET_ADMIN and CAP_SETPCAP, no new privileges, the unit's system-call
   allow-list (expanded by ``systemd-analyze syscall-filter``) with EPERM for
   the rest, socket(2) limited to AF_UNIX and AF_NETLINK, and no
   writable+executable memory (PR_SET_MDWE).
@@ -21,7 +21,8 @@ import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -103,14 +104,19 @@ def test_ordering_is_tlshds(unit: dict[str, dict[str, list[str]]]) -> None:
 
 def test_sandbox_directives(unit: dict[str, dict[str, list[str]]]) -> None:
     service = unit["Service"]
-    assert one(service, "CapabilityBoundingSet") == "CAP_NET_ADMIN"
+    # CAP_SETPCAP: the workers empty their bounding sets with it; the parent drops it
+    assert one(service, "CapabilityBoundingSet") == "CAP_NET_ADMIN CAP_SETPCAP"
     assert one(service, "AmbientCapabilities") == ""
     assert one(service, "KeyringMode") == "private"
     assert set(one(service, "RestrictAddressFamilies").split()) == {"AF_NETLINK", "AF_UNIX"}
     assert one(service, "RuntimeDirectory") == "quichsd"
     assert one(service, "RuntimeDirectoryMode") == "0700"
     assert one(service, "ProtectSystem") == "strict"
-    assert service["SystemCallFilter"] == ["@system-service", "~@privileged @resources"]
+    assert service["SystemCallFilter"] == [
+        "@system-service",
+        "~@privileged @resources",
+        "capset seccomp",  # the workers' own drop: zeroed capabilities, a narrower filter
+    ]
     for key in (
         "NoNewPrivileges",
         "ProtectHome",
@@ -254,10 +260,12 @@ def sandboxed(
     allow.write_text("\n".join(sorted(unit_syscalls(analyze, unit["Service"]["SystemCallFilter"]))))
     production = rig_module._daemon_command
 
-    def command(config: Path, family_address: str) -> list[str]:
+    def command(
+        config: Path, family_address: str, entry: Sequence[str] = rig_module.DAEMON_ENTRY
+    ) -> list[str]:
         return [
             setpriv,
-            "--bounding-set=-all,+net_admin",
+            "--bounding-set=-all,+net_admin,+setpcap",
             "--inh-caps=-all",
             "--no-new-privs",
             "--",
@@ -269,7 +277,7 @@ def sandboxed(
             f"{AF_UNIX},{AF_NETLINK}",
             "--mdwe",
             "--",
-            *production(config, family_address),
+            *production(config, family_address, entry),
         ]
 
     monkeypatch.setattr(rig_module, "_daemon_command", command)
@@ -312,6 +320,14 @@ def test_daemon_handshakes_inside_the_unit_sandbox(sandboxed: None, tmp_path: Pa
         assert int(status["CapEff"], 16) == CAP_NET_ADMIN
         assert status["NoNewPrivs"] == "1"
         assert status["Seccomp"] == "2"  # a filter is installed
+        for worker in rig.wait_workers(2):  # the workers' own drop works under the unit's filter
+            deadline = time.monotonic() + WAIT
+            # its own filter on top of the unit's, which it inherited
+            while (status := _proc_status(worker))["Seccomp_filters"] == "1":
+                assert time.monotonic() < deadline, rig.log()
+                time.sleep(0.01)
+            caps = [int(status[key], 16) for key in ("CapPrm", "CapEff", "CapBnd", "CapAmb")]
+            assert (caps, status["NoNewPrivs"], status["Seccomp"]) == ([0] * 4, "1", "2")
         serial = rig.add_psk(f"sandbox-{secrets.token_hex(4)}", secrets.token_bytes(32))
         with ModelQuicListener(alpn=["echo"]) as listener:
             x509_client = rig.client_request(listener.address, "x509", peername="server.test")

@@ -28,9 +28,9 @@ int seccomp_rule_add_array(scmp_filter_ctx ctx, uint32_t action, int syscall, un
 int seccomp_load(scmp_filter_ctx ctx);
 
 uint32_t qd_act_errno(uint32_t code);
-int qd_drop_bounding(int last_cap);
+int qd_drop_bounding(uint64_t keep);
 int qd_clear_ambient(void);
-int qd_capset_zero(void);
+int qd_capset_only(uint64_t keep);
 int qd_has_effective(int cap);
 int qd_set_no_new_privs(void);
 int qd_set_undumpable(void);
@@ -41,7 +41,6 @@ SOURCE = r"""
 #include <errno.h>
 #include <sched.h>
 #include <stdint.h>
-#include <string.h>
 #include <unistd.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -50,11 +49,12 @@ SOURCE = r"""
 
 uint32_t qd_act_errno(uint32_t code) { return SCMP_ACT_ERRNO(code); }
 
-/* Every capability from the bounding set: needs CAP_SETPCAP, so before capset. */
-int qd_drop_bounding(int last_cap)
+/* Every capability not in keep from the bounding set, up to the last one this kernel
+ * knows (PR_CAPBSET_READ fails past it): needs CAP_SETPCAP, so before capset. */
+int qd_drop_bounding(uint64_t keep)
 {
-    for (int cap = 0; cap <= last_cap; cap++)
-        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL)
+    for (int cap = 0; cap < 64 && prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++)
+        if (!((keep >> cap) & 1) && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0)
             return -errno;
     return 0;
 }
@@ -66,11 +66,18 @@ int qd_clear_ambient(void)
     return 0;
 }
 
-int qd_capset_zero(void)
+/* Permitted and effective: those of keep this process holds; inheritable: none. */
+int qd_capset_only(uint64_t keep)
 {
     struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
     struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
-    memset(data, 0, sizeof data);
+    if (syscall(SYS_capget, &header, data) != 0)
+        return -errno;
+    for (int i = 0; i < _LINUX_CAPABILITY_U32S_3; i++) {
+        data[i].permitted &= (uint32_t)(keep >> (32 * i));
+        data[i].effective = data[i].permitted;
+        data[i].inheritable = 0;
+    }
     return syscall(SYS_capset, &header, data) == 0 ? 0 : -errno;
 }
 

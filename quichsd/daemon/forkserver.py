@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 from typing import NoReturn
 
 from quichsd.daemon.channel import receive_messages, send_message
-from quichsd.daemon.privilege import name_process
+from quichsd.daemon.privilege import CAP_SETPCAP, keep_only, name_process
 from quichsd.daemon.protocol import ChannelError, Reassembler
 
 log = logging.getLogger("quichsd.forkserver")
@@ -192,6 +192,7 @@ def _serve(control: socket.socket) -> NoReturn:
     try:
         ignore_daemon_signals()
         name_process("quichsd-forksrv")
+        keep_only(CAP_SETPCAP)  # what a worker needs to empty its own bounding set
         control.setblocking(False)
         poller = select.poll()
         poller.register(control, select.POLLIN)

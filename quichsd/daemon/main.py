@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quichsd import __version__
-from quichsd.daemon import journal, keyring
+from quichsd.daemon import journal, keyring, privilege
 from quichsd.daemon.config import MAX_WORKERS, ConfigError, DaemonConfig, load_config
 from quichsd.daemon.forkserver import ForkServer
 from quichsd.daemon.metrics import Snapshot
@@ -102,6 +102,9 @@ def serve(options: ServeOptions) -> int:
     # worker must share (a shared mapping, the model's socket opener) is made before it.
     probe = _transport_probe(options)
     forkserver = ForkServer.start()
+    # The parent needs only CAP_NET_ADMIN (the handshake family's ACCEPT and DONE);
+    # CAP_SETPCAP, in the unit's bounding set for the workers, goes now.
+    privilege.keep_only(privilege.CAP_NET_ADMIN)
     try:
         return _serve(options, config, forkserver, probe)
     finally:

@@ -26,11 +26,10 @@ import os
 import resource
 import termios
 from dataclasses import dataclass
-from pathlib import Path
 
-#: Capability numbers (linux/capability.h); the set of capability names is the kernel's.
+#: Capability numbers (linux/capability.h).
 CAP_SETPCAP = 8
-_CAP_LAST = Path("/proc/sys/kernel/cap_last_cap")
+CAP_NET_ADMIN = 12
 
 #: What a worker may call.  Names this architecture lacks are skipped.
 ALLOWED = (
@@ -78,21 +77,35 @@ class Confinement:
     rules: int
 
 
+def _step(what: str, result: int) -> None:
+    if result < 0:
+        raise ConfineError(-result, f"{what}: {os.strerror(-result)}")
+
+
+def keep_only(*capabilities: int) -> bool:
+    """Gives up every capability but ``capabilities``, in every set (those not held stay
+    not held); whether the bounding set could be reduced too (it needs CAP_SETPCAP, so
+    it is done first).  The parent keeps CAP_NET_ADMIN, the fork server CAP_SETPCAP
+    (for the workers' own drop), a worker nothing."""
+    from quichsd.daemon._privilege import lib
+
+    keep = sum(1 << cap for cap in capabilities)
+    bounding = bool(lib.qd_has_effective(CAP_SETPCAP) == 1)
+    if bounding:
+        _step("PR_CAPBSET_DROP", lib.qd_drop_bounding(keep))
+    _step("PR_CAP_AMBIENT_CLEAR_ALL", lib.qd_clear_ambient())
+    _step("capset", lib.qd_capset_only(keep))
+    return bounding
+
+
 def confine() -> Confinement:
     """Drops every privilege of this process for good; raises ``ConfineError``."""
     from quichsd.daemon._privilege import ffi, lib
 
-    def step(what: str, result: int) -> None:
-        if result < 0:
-            raise ConfineError(-result, f"{what}: {os.strerror(-result)}")
-
+    step = _step
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     step("PR_SET_DUMPABLE", lib.qd_set_undumpable())
-    bounding = lib.qd_has_effective(CAP_SETPCAP) == 1
-    if bounding:
-        step("PR_CAPBSET_DROP", lib.qd_drop_bounding(int(_CAP_LAST.read_text())))
-    step("PR_CAP_AMBIENT_CLEAR_ALL", lib.qd_clear_ambient())
-    step("capset", lib.qd_capset_zero())
+    bounding = keep_only()
     step("PR_SET_NO_NEW_PRIVS", lib.qd_set_no_new_privs())
 
     ctx = lib.seccomp_init(lib.SCMP_ACT_KILL_PROCESS)

@@ -481,6 +481,11 @@ class DaemonRig:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(self.wait)
 
+    def forkserver_pid(self) -> int:
+        """The daemon's one child: the fork server (daemon/forkserver.py)."""
+        (pid,) = [p for p in _children(self.pid) if _state(p) not in ("Z", "X", None)]
+        return pid
+
     def worker_pids(self) -> list[int]:
         """The daemon's live workers, from /proc: the children of its one child, the fork
         server (daemon/forkserver.py)."""
