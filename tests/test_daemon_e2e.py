@@ -40,6 +40,7 @@ from quichsd.model.rig import (
     DaemonRig,
     Request,
     config_text,
+    proc_status,
     run_daemon_once,
 )
 from quichsd.netlink.constants import AuthMode, MessageType
@@ -623,14 +624,6 @@ def test_worker_killed_mid_handshake(
 NO_CAPABILITIES = "0" * 16
 
 
-def _proc_status(pid: int) -> dict[str, str]:
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        fields[key] = value.strip()
-    return fields
-
-
 def _proc_fds(pid: int) -> dict[int, str]:
     fds = {}
     for name in os.listdir(f"/proc/{pid}/fd"):
@@ -648,7 +641,7 @@ def _unix_socket_links() -> set[str]:
 def assert_unprivileged(pid: int) -> None:
     """Once the worker has confined itself (a fresh one may still be starting)."""
     deadline = time.monotonic() + WAIT
-    while (status := _proc_status(pid))["Seccomp"] == "0" and time.monotonic() < deadline:
+    while (status := proc_status(pid))["Seccomp"] == "0" and time.monotonic() < deadline:
         time.sleep(0.01)
     sets = {key: status[key] for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}
     assert sets == dict.fromkeys(sets, NO_CAPABILITIES), (pid, sets)
@@ -689,7 +682,7 @@ def test_parent_and_fork_server_keep_one_capability_each(rig: DaemonRig) -> None
     workers to empty their bounding sets), each in every set; neither a thing more."""
     forkserver = rig.forkserver_pid()
     for pid, name, capability in ((rig.pid, None, 12), (forkserver, "quichsd-forksrv", 8)):
-        status = _proc_status(pid)
+        status = proc_status(pid)
         if name:
             assert status["Name"] == name
         for key in ("CapPrm", "CapEff", "CapBnd"):

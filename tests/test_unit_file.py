@@ -31,7 +31,7 @@ import quichsd.model.rig as rig_module
 from quichsd.daemon.config import HANDSHAKES_PER_WORKER, MAX_WORKERS
 from quichsd.install import render_unit
 from quichsd.model import ModelQuicListener
-from quichsd.model.rig import DaemonRig, config_text
+from quichsd.model.rig import DaemonRig, config_text, proc_status
 from quichsd.tls.selfsigned import issue, make_ca
 
 REPO = Path(__file__).resolve().parents[1]
@@ -284,14 +284,6 @@ def sandboxed(
     yield
 
 
-def _proc_status(pid: int) -> dict[str, str]:
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        fields[key] = value.strip()
-    return fields
-
-
 # What the approximated sandbox is built from; without them the report says it did not run.
 @needs_systemd_analyze
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is not installed")
@@ -315,7 +307,7 @@ def test_daemon_handshakes_inside_the_unit_sandbox(sandboxed: None, tmp_path: Pa
         extra=f"status_socket={status_socket}\n",
     )
     with DaemonRig(config) as rig:
-        status = _proc_status(rig.pid)
+        status = proc_status(rig.pid)
         assert int(status["CapBnd"], 16) == CAP_NET_ADMIN
         assert int(status["CapEff"], 16) == CAP_NET_ADMIN
         assert status["NoNewPrivs"] == "1"
@@ -323,7 +315,7 @@ def test_daemon_handshakes_inside_the_unit_sandbox(sandboxed: None, tmp_path: Pa
         for worker in rig.wait_workers(2):  # the workers' own drop works under the unit's filter
             deadline = time.monotonic() + WAIT
             # its own filter on top of the unit's, which it inherited
-            while (status := _proc_status(worker))["Seccomp_filters"] == "1":
+            while (status := proc_status(worker))["Seccomp_filters"] == "1":
                 assert time.monotonic() < deadline, rig.log()
                 time.sleep(0.01)
             caps = [int(status[key], 16) for key in ("CapPrm", "CapEff", "CapBnd", "CapAmb")]

@@ -862,6 +862,15 @@ def _stat_fields(pid: int) -> list[str] | None:
     return raw[raw.rfind(")") + 2 :].split()
 
 
+def proc_status(pid: int) -> dict[str, str]:
+    """/proc/PID/status as a mapping (``CapEff``, ``NoNewPrivs``, ``Seccomp``...)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return fields
+
+
 def _state(pid: int) -> str | None:
     fields = _stat_fields(pid)
     return fields[0] if fields else None
