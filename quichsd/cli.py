@@ -195,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path("/etc/tlshd/config"),
         metavar="PATH",
-        help="where the example configuration goes unless a file is there (default: %(default)s)",
+        help="where the example configuration goes unless a file is there "
+        "(default: %(default)s)",
     )
     install.add_argument(
         "--man-dir",
@@ -254,17 +255,11 @@ def _serve_options(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
         "-c", "--config", dest=f"{prefix}config", type=Path, metavar="PATH", help=CONFIG_HELP
     )
     parser.add_argument(
-        "-s",
-        "--stderr",
-        dest=f"{prefix}stderr",
-        action="store_true",
+        "-s", "--stderr", dest=f"{prefix}stderr", action="store_true",
         help="also log to stderr",
     )
     parser.add_argument(
-        "-v",
-        "--version",
-        dest=f"{prefix}version",
-        action="store_true",
+        "-v", "--version", dest=f"{prefix}version", action="store_true",
         help="print the version",
     )
     parser.set_defaults(fork_per_request=False)

@@ -21,14 +21,10 @@ def test_a_half_made_venv_is_rebuilt(tmp_path: Path) -> None:
         pytest.skip("not a Debian machine: bootstrap's apt step cannot run")
     (tmp_path / "scripts").mkdir()
     shutil.copy2(REPO / "scripts" / "bootstrap", tmp_path / "scripts" / "bootstrap")
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--without-pip", str(tmp_path / ".venv")],
-        check=True,
-        timeout=120,
-    )
-    broken = subprocess.run(
-        [tmp_path / ".venv/bin/python", "-m", "pip", "--version"], capture_output=True, timeout=60
-    )
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / ".venv")],
+                   check=True, timeout=120)
+    broken = subprocess.run([tmp_path / ".venv/bin/python", "-m", "pip", "--version"],
+                            capture_output=True, timeout=60)
     assert broken.returncode != 0  # the state the issue describes
     # No project here: bootstrap gets as far as installing quichsd, which then fails.
     run = subprocess.run(
@@ -42,7 +38,6 @@ def test_a_half_made_venv_is_rebuilt(tmp_path: Path) -> None:
         run.stderr
     ), run.stderr
     assert "bootstrap: pip: upgrading pip, setuptools and wheel" in run.stderr
-    fixed = subprocess.run(
-        [tmp_path / ".venv/bin/python", "-m", "pip", "--version"], capture_output=True, timeout=60
-    )
+    fixed = subprocess.run([tmp_path / ".venv/bin/python", "-m", "pip", "--version"],
+                           capture_output=True, timeout=60)
     assert fixed.returncode == 0, fixed.stderr

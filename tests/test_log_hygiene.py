@@ -135,14 +135,8 @@ def test_a_job_sets_the_workers_log_level(restore_quichsd_logger: logging.Logger
     a, b = socket.socketpair()
     with a, b:
         for loglevel, level in ((1, logging.DEBUG), (0, logging.INFO)):
-            job = Job(
-                request_id=1,
-                role="client",
-                auth_mode=3,
-                transport="sctp",
-                timeout=1.0,
-                loglevel=loglevel,
-            )
+            job = Job(request_id=1, role="client", auth_mode=3, transport="sctp", timeout=1.0,
+                      loglevel=loglevel)
             outcome = asyncio.run(run_job(job, a))
             assert outcome.status == errno.EOPNOTSUPP
             assert logger.level == level
@@ -163,7 +157,9 @@ def test_daemon_logs_the_peer_address_escapes_the_peer_name_and_reloads_its_leve
         with socket.create_connection(("127.0.0.1", port)) as client:
             served, _ = listener.accept()
             served.close()
-            handle = rig.submit(client.fileno(), MessageType.CLIENTHELLO, "x509", peername=HOSTILE)
+            handle = rig.submit(
+                client.fileno(), MessageType.CLIENTHELLO, "x509", peername=HOSTILE
+            )
             assert handle.wait(15).status != 0
         rig.wait_for_log("request 1:")
         assert rig.stop() == 0

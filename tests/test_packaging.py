@@ -111,7 +111,8 @@ def test_sdist_carries_what_the_tests_need(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys; from setuptools import build_meta as b; print(b.build_sdist(sys.argv[1]))",
+            "import sys; from setuptools import build_meta as b; "
+            "print(b.build_sdist(sys.argv[1]))",
             str(out),
         ],
         cwd=source,
