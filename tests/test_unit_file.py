@@ -31,6 +31,7 @@ import quichsd.model.rig as rig_module
 from quichsd.daemon.config import HANDSHAKES_PER_WORKER, MAX_WORKERS
 from quichsd.install import render_unit
 from quichsd.model import ModelQuicListener
+from quichsd.model.family import FamilyModel
 from quichsd.model.rig import DaemonRig, config_text, proc_status
 from quichsd.tls.selfsigned import issue, make_ca
 
@@ -253,11 +254,18 @@ def sandboxed(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, unit: dict[str, dict[str, list[str]]]
 ) -> Iterator[None]:
     """Makes DaemonRig start ``quichsd serve`` inside the unit's sandbox (approximated)."""
+    sandbox(monkeypatch, tmp_path, unit["Service"]["SystemCallFilter"])
+    yield
+
+
+def sandbox(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, filters: list[str]) -> None:
+    """Runs the rig's daemons under ``filters`` (SystemCallFilter= lines) and the rest of
+    the unit's sandbox."""
     analyze = _systemd_analyze()
     setpriv = shutil.which("setpriv")
     assert setpriv is not None, "the test is marked: setpriv is installed"
     allow = tmp_path / "syscalls"
-    allow.write_text("\n".join(sorted(unit_syscalls(analyze, unit["Service"]["SystemCallFilter"]))))
+    allow.write_text("\n".join(sorted(unit_syscalls(analyze, filters))))
     production = rig_module._daemon_command
 
     def command(
@@ -281,7 +289,6 @@ def sandboxed(
         ]
 
     monkeypatch.setattr(rig_module, "_daemon_command", command)
-    yield
 
 
 # What the approximated sandbox is built from; without them the report says it did not run.
@@ -335,3 +342,39 @@ def test_daemon_handshakes_inside_the_unit_sandbox(sandboxed: None, tmp_path: Pa
         rig.check_invariants()
         assert rig.stop() == 0
         assert "Traceback" not in rig.log()
+
+
+@needs_systemd_analyze
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is not installed")
+@pytest.mark.skipif(
+    ctypes.util.find_library("seccomp") is None, reason="libseccomp is not installed"
+)
+@pytest.mark.parametrize(
+    ("left_out", "said"),
+    [
+        ("capset", "quichsd: cannot drop privileges: capset: Operation not permitted"),
+        ("seccomp", "a worker cannot drop its privileges: seccomp_init: libseccomp found no"),
+    ],
+)
+def test_a_daemon_that_cannot_drop_privilege_stops(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    unit: dict[str, dict[str, list[str]]],
+    left_out: str,
+    said: str,
+) -> None:
+    """A filter without what the privilege drop needs (the unit before workers dropped
+    their privileges, or an override that narrows it): nothing is served unconfined, no
+    failing worker is forked after another; the daemon says why and exits 1."""
+    filters = [
+        " ".join(n for n in line.split() if n != left_out)
+        for line in unit["Service"]["SystemCallFilter"]
+    ]
+    sandbox(monkeypatch, tmp_path, [line for line in filters if line])
+    with FamilyModel(address=str(tmp_path / "family.sock")) as family:
+        config = tmp_path / "quichsd.conf"
+        config.write_text(config_text(status_socket=tmp_path / "status.sock"))
+        code, log = rig_module.run_daemon_once(config, family.address)
+    assert code == 1, log
+    assert said in log
+    assert "Traceback" not in log

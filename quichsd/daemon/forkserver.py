@@ -31,12 +31,19 @@ import os
 import select
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import NoReturn
 
 from quichsd.daemon.channel import receive_messages, send_message
-from quichsd.daemon.privilege import CAP_SETPCAP, keep_only, name_process
+from quichsd.daemon.privilege import (
+    CAP_SETPCAP,
+    EXIT_UNCONFINED,
+    ConfineError,
+    keep_only,
+    name_process,
+)
 from quichsd.daemon.protocol import ChannelError, Reassembler
 
 log = logging.getLogger("quichsd.forkserver")
@@ -192,7 +199,13 @@ def _serve(control: socket.socket) -> NoReturn:
     try:
         ignore_daemon_signals()
         name_process("quichsd-forksrv")
-        keep_only(CAP_SETPCAP)  # what a worker needs to empty its own bounding set
+        try:
+            keep_only(CAP_SETPCAP)  # what a worker needs to empty its own bounding set
+        except ConfineError as exc:
+            print(
+                f"quichsd: the fork server cannot drop privileges: {exc.strerror}", file=sys.stderr
+            )
+            os._exit(EXIT_UNCONFINED)
         control.setblocking(False)
         poller = select.poll()
         poller.register(control, select.POLLIN)

@@ -36,6 +36,8 @@ log = logging.getLogger("quichsd")
 EXIT_OK = 0
 EXIT_CONFIG = 1
 EXIT_NO_FAMILY = 1
+#: The workers could not drop their privileges (daemon/privilege.py): nothing is served.
+EXIT_UNCONFINED = 1
 
 
 @dataclass(frozen=True)
@@ -102,9 +104,14 @@ def serve(options: ServeOptions) -> int:
     # worker must share (a shared mapping, the model's socket opener) is made before it.
     probe = _transport_probe(options)
     forkserver = ForkServer.start()
-    # The parent needs only CAP_NET_ADMIN (the handshake family's ACCEPT and DONE);
-    # CAP_SETPCAP, in the unit's bounding set for the workers, goes now.
-    privilege.keep_only(privilege.CAP_NET_ADMIN)
+    try:
+        # The parent needs only CAP_NET_ADMIN (the handshake family's ACCEPT and DONE);
+        # CAP_SETPCAP, in the unit's bounding set for the workers, goes now.
+        privilege.keep_only(privilege.CAP_NET_ADMIN)
+    except privilege.ConfineError as exc:
+        print(f"quichsd: cannot drop privileges: {exc.strerror}", file=sys.stderr)
+        forkserver.close()
+        return EXIT_UNCONFINED
     try:
         return _serve(options, config, forkserver, probe)
     finally:
@@ -153,6 +160,9 @@ def _serve(
             fork_per_request=options.fork_per_request,
         )
         asyncio.run(_run(service, options))
+    if service.failure is not None:
+        print(f"quichsd: {service.failure}", file=sys.stderr)
+        return EXIT_UNCONFINED
     log.info("shutting down")
     return EXIT_OK
 

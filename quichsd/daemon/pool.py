@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from quichsd.daemon.channel import ChannelBroken, receive_messages, send_message
 from quichsd.daemon.forkserver import ForkServer
+from quichsd.daemon.privilege import EXIT_UNCONFINED
 from quichsd.daemon.protocol import (
     RETIRING,
     ChannelError,
@@ -39,6 +40,7 @@ STOP_WAIT = 1.0
 
 OutcomeCallback = Callable[[Outcome], None]
 LossCallback = Callable[[list[int], str], None]
+FatalCallback = Callable[[str], None]
 
 
 @dataclass(eq=False)
@@ -65,12 +67,15 @@ class WorkerPool:
         on_loss: LossCallback,
         *,
         forkserver: ForkServer,
+        on_fatal: FatalCallback | None = None,
         fork_per_request: bool = False,
     ) -> None:
         """``forkserver`` forks the workers (started before anything they must not
         inherit exists).  ``fork_per_request`` is tlshd's model (a fresh process per
-        request), kept so ``bench/daemon.py`` can measure what pre-forking saves."""
+        request), kept so ``bench/daemon.py`` can measure what pre-forking saves.
+        ``on_fatal`` hears why no worker can serve (one could not drop its privileges)."""
         self.forkserver = forkserver
+        self._on_fatal = on_fatal
         self.fork_per_request = fork_per_request
         self.size = 0 if fork_per_request else size
         self.concurrency = concurrency
@@ -165,6 +170,12 @@ class WorkerPool:
     def _on_exit(self, pid: int, how: str, code: int) -> None:
         """The fork server reaped worker ``pid``; its jobs were answered on its channel's EOF."""
         self._alive.discard(pid)
+        if code == EXIT_UNCONFINED:
+            # Never serve unconfined, and do not fork one replacement after another.
+            self._stopping = True
+            if self._on_fatal is not None:
+                self._on_fatal(f"worker {pid} could not drop its privileges")
+            return
         log.log(logging.DEBUG if code == 0 else logging.WARNING, "worker %d %s", pid, how)
 
     def _on_message(self, worker: Worker) -> None:

@@ -63,6 +63,11 @@ IOCTLS = (termios.FIONBIO, termios.FIOCLEX, termios.FIONCLEX, termios.TCGETS, te
 WRITE_FLAGS = (os.O_WRONLY, os.O_RDWR, os.O_CREAT, os.O_TRUNC, os.O_APPEND)
 
 
+#: A worker's exit code when ``confine()`` failed: it never served, and no replacement
+#: would fare better (the daemon stops, daemon/pool.py).
+EXIT_UNCONFINED = 3
+
+
 class ConfineError(OSError):
     """A step of ``confine()`` failed: the worker must not serve."""
 
@@ -110,7 +115,7 @@ def confine() -> Confinement:
 
     ctx = lib.seccomp_init(lib.SCMP_ACT_KILL_PROCESS)
     if ctx == ffi.NULL:
-        raise ConfineError(errno.ENOMEM, "seccomp_init failed")
+        raise ConfineError(errno.ENOSYS, "seccomp_init: libseccomp found no usable seccomp(2)")
     rules = 0
 
     def rule(name: str, action: int, *conditions: tuple[int, int, int, int]) -> None:

@@ -128,6 +128,7 @@ class HandshakeService:
             self._on_outcome,
             self._on_loss,
             forkserver=forkserver,
+            on_fatal=self._fatal,
             fork_per_request=fork_per_request,
         )
         self.inflight: dict[int, InFlight] = {}
@@ -147,6 +148,8 @@ class HandshakeService:
         self._overrun: set[int] = set()
         self._stopping = False
         self._stopped: asyncio.Event | None = None
+        #: Why the service stopped on its own (no worker could serve), if it did.
+        self.failure: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -176,6 +179,12 @@ class HandshakeService:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
             await self.pool.stop()
+
+    def _fatal(self, reason: str) -> None:
+        if self.failure is None:
+            self.failure = reason
+            log.error("%s: stopping", reason)
+        self.request_stop()
 
     def request_stop(self) -> None:
         if not self._stopping:

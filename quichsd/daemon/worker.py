@@ -33,6 +33,7 @@ from quichsd.daemon.protocol import (
     encode_log,
 )
 
+log = logging.getLogger("quichsd")
 
 def ignore_daemon_signals() -> None:
     """The parent decides when workers (and the fork server) stop: it closes their
@@ -58,8 +59,13 @@ def worker_main(channel: socket.socket, recycle_after: int) -> NoReturn:
     try:
         with asyncio.Runner() as runner:
             runner.get_loop()
-            privilege.confine()
-            runner.run(_serve(channel, recycle_after))
+            try:
+                privilege.confine()
+            except privilege.ConfineError as exc:
+                log.error("a worker cannot drop its privileges: %s", exc.strerror)
+                code = privilege.EXIT_UNCONFINED
+            else:
+                runner.run(_serve(channel, recycle_after))
     except BaseException:
         traceback.print_exc()
         code = 1
@@ -79,6 +85,8 @@ class ChannelLogHandler(logging.Handler):
         try:
             text = self.format(record)
             send_message(self.channel, encode_log(record.levelno, record.name, text))
+        except OSError:
+            pass  # the parent is gone (or stopping): nobody is left to log it
         except Exception:
             self.handleError(record)
 
