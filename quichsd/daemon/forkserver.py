@@ -33,8 +33,9 @@ import signal
 import socket
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from quichsd.daemon.channel import receive_messages, send_message
 from quichsd.daemon.privilege import (
@@ -45,12 +46,13 @@ from quichsd.daemon.privilege import (
     name_process,
 )
 from quichsd.daemon.protocol import ChannelError, Reassembler
+from quichsd.daemon.worker import ignore_daemon_signals, worker_main
 
 log = logging.getLogger("quichsd.forkserver")
 
 #: Imported before the fork server forks so that every worker inherits it: workers would
 #: import the TCP path on their first TCP job otherwise (~0.3 s under QEMU TCG).
-PRELOAD = ("quichsd.daemon.worker", "quichsd.ktls.job", "quichsd.daemon._privilege")
+PRELOAD = ("quichsd.ktls.job", "quichsd.daemon._privilege")
 #: How long ``spawn`` waits for the fork server's answer.
 SPAWN_WAIT = 10.0
 #: How long the fork server, told to stop, waits for its workers before killing them.
@@ -94,6 +96,8 @@ class ForkServer:
         deadline = time.monotonic() + SPAWN_WAIT
         while True:
             for message, fds in self._receive():
+                if "failed" in message:
+                    raise ForkServerGone(0, f"the fork server could not fork: {message['failed']}")
                 if "spawned" in message:
                     if len(fds) != 1:
                         raise ForkServerGone(0, "the fork server sent a worker without its channel")
@@ -148,7 +152,7 @@ class ForkServer:
         except OSError as exc:
             raise ForkServerGone(exc.errno or 0, f"the fork server is gone: {exc}") from None
 
-    def _receive(self) -> list[tuple[dict[str, int], list[int]]]:
+    def _receive(self) -> list[tuple[dict[str, Any], list[int]]]:
         """Whole messages readable now; exit notices go to the watcher at once."""
         try:
             raw, gone = receive_messages(self.control, self._assembler, self._pending, max_fds=1)
@@ -192,9 +196,7 @@ def describe(status: int) -> tuple[str, int]:
 
 
 def _serve(control: socket.socket) -> NoReturn:
-    """The fork server's loop (never returns): forks on demand, reaps, reports."""
-    from quichsd.daemon.worker import ignore_daemon_signals, worker_main
-
+    """The fork server process (never returns)."""
     code = 0
     try:
         ignore_daemon_signals()
@@ -206,64 +208,86 @@ def _serve(control: socket.socket) -> NoReturn:
                 f"quichsd: the fork server cannot drop privileges: {exc.strerror}", file=sys.stderr
             )
             os._exit(EXIT_UNCONFINED)
-        control.setblocking(False)
-        poller = select.poll()
-        poller.register(control, select.POLLIN)
-        children: dict[int, int] = {}  # pidfd -> pid
-        assembler = Reassembler()
-
-        def report(pid: int, pidfd: int) -> None:
-            poller.unregister(pidfd)
-            os.close(pidfd)
-            del children[pidfd]
-            _pid, status = os.waitpid(pid, 0)
-            how, exit_code = describe(status)
-            with contextlib.suppress(OSError):
-                send_message(
-                    control, json.dumps({"exited": pid, "how": how, "code": exit_code}).encode()
-                )
-
-        running = True
-        while running:
-            for fd, _event in poller.poll():
-                if fd in children:
-                    report(children[fd], fd)
-                    continue
-                messages, gone = receive_messages(control, assembler, [])
-                for data, _fds in messages:
-                    request = json.loads(data)
-                    if "spawn" in request:
-                        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-                        pid = os.fork()
-                        if pid == 0:
-                            # The worker keeps its channel and stdio, nothing else.
-                            control.close()
-                            theirs.close()
-                            for pidfd in children:
-                                os.close(pidfd)
-                            worker_main(ours, int(request["spawn"]))
-                        ours.close()
-                        pidfd = os.pidfd_open(pid)
-                        children[pidfd] = pid
-                        poller.register(pidfd, select.POLLIN)
-                        send_message(
-                            control, json.dumps({"spawned": pid}).encode(), [theirs.fileno()]
-                        )
-                        theirs.close()
-                    elif "kill" in request and int(request["kill"]) in children.values():
-                        os.kill(int(request["kill"]), signal.SIGKILL)
-                running = not gone
-        # The parent is gone or done: its workers leave on their channels' EOF.
-        deadline = time.monotonic() + STOP_WAIT
-        while children and time.monotonic() < deadline:
-            for fd, _event in poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
-                report(children[fd], fd)
-        for pidfd, pid in list(children.items()):
-            os.kill(pid, signal.SIGKILL)
-            report(pid, pidfd)
+        _Server(control).run()
     except BaseException:
-        import traceback
-
         traceback.print_exc()
         code = 1
     os._exit(code)
+
+
+class _Server:
+    """Forks workers on demand, reaps them through their pidfds, reports each end."""
+
+    def __init__(self, control: socket.socket) -> None:
+        control.setblocking(False)
+        self.control = control
+        self.poller = select.poll()
+        self.poller.register(control, select.POLLIN)
+        self.children: dict[int, int] = {}  # pidfd -> pid
+        self.assembler = Reassembler()
+
+    def run(self) -> None:
+        """Until the parent closes its end; then waits for the workers (bounded)."""
+        running = True
+        while running:
+            for fd, _event in self.poller.poll():
+                if fd in self.children:
+                    self._reap(fd)
+                else:
+                    running = self._requests()
+        # The parent is gone or done: its workers leave on their channels' EOF.
+        self.poller.unregister(self.control)
+        deadline = time.monotonic() + STOP_WAIT
+        while self.children and time.monotonic() < deadline:
+            for fd, _event in self.poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
+                self._reap(fd)
+        for pidfd, pid in list(self.children.items()):
+            os.kill(pid, signal.SIGKILL)
+            self._reap(pidfd)
+
+    def _requests(self) -> bool:
+        """Serves what the parent asked; False once it has closed its end."""
+        messages, gone = receive_messages(self.control, self.assembler, [])
+        for data, _fds in messages:
+            request = json.loads(data)
+            if "spawn" in request:
+                self._spawn(int(request["spawn"]))
+            elif "kill" in request and int(request["kill"]) in self.children.values():
+                os.kill(int(request["kill"]), signal.SIGKILL)  # not reaped yet: still ours
+        return not gone
+
+    def _spawn(self, recycle_after: int) -> None:
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError as exc:
+            self._tell({"failed": f"socketpair: {exc.strerror}"})
+            return
+        with ours, theirs:
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                self._tell({"failed": f"fork: {exc.strerror}"})
+                return
+            if pid == 0:
+                # The worker keeps its channel and stdio, nothing else.
+                self.control.close()
+                theirs.close()
+                for pidfd in self.children:
+                    os.close(pidfd)
+                worker_main(ours, recycle_after)
+            pidfd = os.pidfd_open(pid)
+            self.children[pidfd] = pid
+            self.poller.register(pidfd, select.POLLIN)
+            send_message(self.control, json.dumps({"spawned": pid}).encode(), [theirs.fileno()])
+
+    def _reap(self, pidfd: int) -> None:
+        pid = self.children.pop(pidfd)
+        self.poller.unregister(pidfd)
+        os.close(pidfd)
+        _pid, status = os.waitpid(pid, 0)
+        how, code = describe(status)
+        self._tell({"exited": pid, "how": how, "code": code})
+
+    def _tell(self, message: dict[str, object]) -> None:
+        with contextlib.suppress(OSError):  # the parent is gone: nobody to tell
+            send_message(self.control, json.dumps(message).encode())
