@@ -6,10 +6,12 @@ what the filter does to a forbidden call (the process dies by SIGSYS) or a harml
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Sequence
 
 import pytest
 
@@ -61,9 +63,11 @@ PROBE = textwrap.dedent(
 )
 
 
-def run_probe(attempt: str, tmp_path: object) -> tuple[int, dict[str, object], str]:
+def run_probe(
+    attempt: str, tmp_path: object, prefix: Sequence[str] = ()
+) -> tuple[int, dict[str, object], str]:
     result = subprocess.run(
-        [sys.executable, "-c", PROBE, attempt, str(tmp_path)],
+        [*prefix, sys.executable, "-c", PROBE, attempt, str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -96,3 +100,18 @@ def test_forbidden_call_kills_by_sigsys(attempt: str, tmp_path: object) -> None:
     assert report["Seccomp"] == "2"
     assert code == -signal.SIGSYS, rest
     assert "survived" not in rest
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is not installed")
+def test_an_unprivileged_process_confines_too(tmp_path: object) -> None:
+    """A daemon run as an ordinary user (nobody, no capability): the same drop works; only
+    the bounding set stays, which no_new_privs and the filter (no execve) leave unusable."""
+    setpriv = shutil.which("setpriv")
+    assert setpriv is not None
+    nobody = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]
+    code, report, rest = run_probe("nothing", tmp_path, nobody)
+    assert (code, rest) == (0, "survived")
+    for key in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+        assert report[key] == "0" * 16, key
+    assert (report["NoNewPrivs"], report["Seccomp"], report["bounding"]) == ("1", "2", False)
+    assert report["keyctl"] == 126 and report["loop"] == "ran"
