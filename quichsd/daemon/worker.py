@@ -35,6 +35,7 @@ from quichsd.daemon.protocol import (
 
 log = logging.getLogger("quichsd")
 
+
 def ignore_daemon_signals() -> None:
     """The parent decides when workers (and the fork server) stop: it closes their
     channels, or has one killed.  Signals meant for the daemon that reach its whole
