@@ -3,7 +3,10 @@
 from setuptools import Extension, setup
 
 setup(
-    cffi_modules=["quichsd/tls/_build.py:ffibuilder"],
+    cffi_modules=[
+        "quichsd/tls/_build.py:ffibuilder",
+        "quichsd/daemon/_privilege_build.py:ffibuilder",
+    ],
     # The engine's events built in C; optional: quichsd/tls/records.py does it in Python.
     ext_modules=[
         Extension(

@@ -13,6 +13,7 @@ Statuses are the DONE wire values (positive errno).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import importlib
 import os
@@ -29,6 +30,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from hostile_daemon import HOSTILE_PEERNAME
 
 from quichsd.daemon import keyring
 from quichsd.model import ModelQuicListener, ModelQuicSocket, SockState, streams
@@ -38,6 +40,7 @@ from quichsd.model.rig import (
     DaemonRig,
     Request,
     config_text,
+    proc_status,
     run_daemon_once,
 )
 from quichsd.netlink.constants import AuthMode, MessageType
@@ -54,6 +57,8 @@ SLACK = 1.5
 #: quichsd.daemon.service.OVERRUN_GRACE: how long past its deadline a silent worker lives.
 OVERRUN_GRACE = 2.0
 CRYPTO_ERROR = int(TransportError.CRYPTO)
+#: tests/hostile_daemon.py: ``quichsd serve`` whose workers open netlink for one peer name.
+HOSTILE_DAEMON = Path(__file__).with_name("hostile_daemon.py")
 
 
 # -- PKI and files ---------------------------------------------------------------------------
@@ -611,6 +616,104 @@ def test_worker_killed_mid_handshake(
     ]
     assert [done_within(r, WAIT)[0] for r in later] == [0, 0, 0, 0]
     assert "worker exited" in rig.log()
+    rig.check_invariants()
+
+
+# == privilege (docs/ARCHITECTURE.md, "Process model") =========================================
+
+NO_CAPABILITIES = "0" * 16
+
+
+def _proc_fds(pid: int) -> dict[int, str]:
+    fds = {}
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(FileNotFoundError):
+            fds[int(name)] = os.readlink(f"/proc/{pid}/fd/{name}")
+    return fds
+
+
+def _unix_socket_links() -> set[str]:
+    """Every AF_UNIX socket of this network namespace, as /proc/PID/fd links name them."""
+    lines = Path("/proc/net/unix").read_text().splitlines()[1:]
+    return {f"socket:[{line.split()[6]}]" for line in lines}
+
+
+def assert_unprivileged(pid: int) -> None:
+    """Once the worker has confined itself (a fresh one may still be starting)."""
+    deadline = time.monotonic() + WAIT
+    while (status := proc_status(pid))["Seccomp"] == "0" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sets = {key: status[key] for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}
+    assert sets == dict.fromkeys(sets, NO_CAPABILITIES), (pid, sets)
+    assert (status["NoNewPrivs"], status["Seccomp"]) == ("1", "2"), pid
+
+
+ANTI_REPLAY_LOCK = "/memfd:quichsd-anti-replay-lock (deleted)"
+
+
+def test_workers_hold_no_privilege(
+    rig: DaemonRig, peer_server: PeerServer, silent_peer: SilentPeer
+) -> None:
+    """Every worker: no capability in any set, no_new_privs, a seccomp filter (mode 2); and
+    besides stdio only its channel and the sockets of the requests it holds -- none of the
+    daemon's (netlink, status socket, the other workers' channels).  Requests still succeed."""
+    daemon_sockets = {link for link in _proc_fds(rig.pid).values() if link.startswith("socket:")}
+    workers = rig.wait_workers(2)
+    for pid in workers:
+        assert_unprivileged(pid)
+    unix = _unix_socket_links()
+    for pid in workers:
+        own = sorted(link for fd, link in _proc_fds(pid).items() if fd > 2)
+        # the daemon-wide 0-RTT anti-replay store's lock (docs/ARCHITECTURE.md), its
+        # channel and its event loop's (an epoll fd and its self-pipe, a socketpair)
+        assert own[0] == ANTI_REPLAY_LOCK and own[1] == "anon_inode:[eventpoll]", own
+        assert len(own) == 5, own
+        assert set(own[2:]) <= unix, own  # AF_UNIX all: no netlink, no IP socket
+        assert not daemon_sockets & set(own)
+    held = rig.client_request(silent_peer.address, "x509", timeout_ms=1_000)
+    holder = rig.worker_holding(held)
+    assert len([fd for fd in _proc_fds(holder) if fd > 2]) == 6  # and the request's socket
+    requests = [
+        rig.client_request(peer_server.address, "x509", peername=SERVER_NAME) for _ in range(4)
+    ]
+    assert [done_within(r, WAIT)[0] for r in requests] == [0, 0, 0, 0]
+    assert done_within(held, WAIT)[0] == errno.ETIMEDOUT
+    assert sorted(rig.worker_pids()) == sorted(workers)  # the same workers served them
+    rig.check_invariants()
+
+
+def test_parent_and_fork_server_keep_one_capability_each(rig: DaemonRig) -> None:
+    """The parent keeps CAP_NET_ADMIN (ACCEPT, DONE), the fork server CAP_SETPCAP (for the
+    workers to empty their bounding sets), each in every set; neither a thing more."""
+    forkserver = rig.forkserver_pid()
+    for pid, name, capability in ((rig.pid, None, 12), (forkserver, "quichsd-forksrv", 8)):
+        status = proc_status(pid)
+        if name:
+            assert status["Name"] == name
+        for key in ("CapPrm", "CapEff", "CapBnd"):
+            assert int(status[key], 16) == 1 << capability, (pid, key, status[key])
+        assert int(status["CapInh"], 16) == int(status["CapAmb"], 16) == 0
+
+
+def test_worker_opening_netlink_is_killed(
+    make_rig: Callable[..., DaemonRig], peer_server: PeerServer, silent_peer: SilentPeer
+) -> None:
+    """A worker that tries to open a netlink socket (tests/hostile_daemon.py plays a peer
+    that took it over) is killed by its seccomp filter (SIGSYS); every request it held is
+    answered EIO at once, the kill is logged, and a new worker serves the next request."""
+    rig = make_rig(workers=1, family={"entry": (str(HOSTILE_DAEMON),)})
+    held = rig.client_request(silent_peer.address, "x509", timeout_ms=20_000)
+    pid = rig.worker_holding(held)
+    hostile = rig.client_request(peer_server.address, "x509", peername=HOSTILE_PEERNAME)
+    status, _, waited = done_within(hostile, WAIT)
+    assert status == errno.EIO, rig.log()
+    assert waited < SLACK
+    assert done_within(held, SLACK)[0] == errno.EIO  # the worker's other request
+    rig.wait_for_log(rf"worker {pid} killed by SIGSYS \(a system call outside its seccomp")
+    (replacement,) = rig.wait_workers(1, excluding=[pid])
+    assert_unprivileged(replacement)
+    later = rig.client_request(peer_server.address, "x509", peername=SERVER_NAME)
+    assert done_within(later, WAIT)[0] == 0
     rig.check_invariants()
 
 

@@ -1,4 +1,4 @@
-"""The pool imports the TCP path before forking, so no worker pays for it on a request."""
+"""The fork server imports the TCP path before it forks, so no worker pays for it on a request."""
 
 from __future__ import annotations
 
@@ -9,17 +9,24 @@ import textwrap
 PROBE = textwrap.dedent(
     """
     import asyncio, sys
-    from quichsd.daemon.pool import TCP_JOB_MODULE, WorkerPool
+    from quichsd.daemon.forkserver import ForkServer
+    from quichsd.daemon.pool import WorkerPool
+
+    TCP_JOB_MODULE = "quichsd.ktls.job"
+    before = TCP_JOB_MODULE in sys.modules
+    forkserver = ForkServer.start()
+    after = TCP_JOB_MODULE in sys.modules
 
     async def main():
-        before = TCP_JOB_MODULE in sys.modules
-        pool = WorkerPool(1, 4, 0, lambda outcome: None, lambda ids, reason: None)
+        pool = WorkerPool(
+            1, 4, 0, lambda outcome: None, lambda ids, reason: None, forkserver=forkserver
+        )
         pool.start()
-        after = TCP_JOB_MODULE in sys.modules
         await pool.stop()
         print(before, after, pool.spawned)
 
     asyncio.run(main())
+    forkserver.close()
     """
 )
 

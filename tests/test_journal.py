@@ -10,11 +10,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import errno
+import importlib
 import json
 import logging
 import os
-import socket
-import struct
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -26,9 +25,9 @@ from quichsd.daemon import journal
 from quichsd.daemon.journal import (
     Fields,
     HandshakeRecord,
-    JournalHandler,
-    NativeJournal,
     configure,
+    handler_for,
+    journal_handler,
     log_handshake,
 )
 from quichsd.model import ModelQuicListener
@@ -101,7 +100,7 @@ def journal_logger(name: str, level: int) -> Iterator[tuple[logging.Logger, list
     sent: list[Fields] = []
     logger = logging.getLogger(name)
     logger.propagate = False
-    handler = JournalHandler(sent.append)
+    handler = handler_for(sent.append)
     logger.addHandler(handler)
     logger.setLevel(level)
     try:
@@ -151,44 +150,19 @@ def test_a_disabled_level_builds_neither_text_nor_fields() -> None:
     assert sent[0]["QUICHSD_REASON"] == "handshake timed out"
 
 
-def test_native_protocol(tmp_path: Path) -> None:
-    """KEY=value lines; a value with a newline in the length-prefixed form."""
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    server.bind(str(tmp_path / "journal.sock"))
-    server.settimeout(5)
-    client = NativeJournal(tmp_path / "journal.sock")
-    try:
-        client({"MESSAGE": "two\nlines", "PRIORITY": "6", "QUICHSD_ROLE": "client"})
-        data = server.recv(65536)
-    finally:
-        client.close()
-        server.close()
-    value = b"two\nlines"
-    assert data == (
-        b"MESSAGE\n" + struct.pack("<Q", len(value)) + value + b"\n"
-        b"PRIORITY=6\nQUICHSD_ROLE=client\n"
-    )
-
-
-def test_forked_child_does_not_use_the_parents_sender(tmp_path: Path) -> None:
-    parent_sent: list[dict[str, str]] = []
-    child_file = tmp_path / "child.jsonl"
-    handler = JournalHandler(
-        parent_sent.append, child_send=lambda: journal.JsonLinesSink(child_file)
-    )
-    record = logging.LogRecord("quichsd", logging.INFO, __file__, 1, "from the child", None, None)
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            handler.emit(record)
-            code = 0 if not parent_sent else 2
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert parent_sent == []
-    assert json.loads(child_file.read_text())["MESSAGE"] == "from the child"
+def test_the_handler_is_systemd_pythons(tmp_path: Path) -> None:
+    """systemd-python's JournalHandler (libsystemd under journald, the JSON sink in tests);
+    a record's process goes into SYSLOG_PID: a worker's, for the records it sent its parent."""
+    systemd_journal = importlib.import_module("systemd.journal")  # a dependency: no skip
+    sink = tmp_path / "sink.jsonl"
+    handler = journal_handler({journal.SINK_ENV: str(sink)})
+    assert isinstance(handler, systemd_journal.JournalHandler)
+    record = logging.LogRecord("quichsd", logging.INFO, __file__, 9, "from %s", ("w",), None)
+    record.process = 4242
+    handler.handle(record)
+    fields = json.loads(sink.read_text())
+    assert (fields["MESSAGE"], fields["SYSLOG_PID"], fields["PRIORITY"]) == ("from w", "4242", "6")
+    assert all(key.isupper() for key in fields)  # the record's other attributes are left out
 
 
 def test_destinations(restore_quichsd_logger: logging.Logger, tmp_path: Path) -> None:

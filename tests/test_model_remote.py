@@ -700,6 +700,7 @@ def _daemon_main(
 ) -> int:  # pragma: no cover - the daemon
     from quichsd.daemon import handler
     from quichsd.daemon.config import DaemonConfig, X509Files
+    from quichsd.daemon.forkserver import ForkServer
     from quichsd.daemon.service import HandshakeService
     from quichsd.netlink.family import HandshakeFamily
 
@@ -715,14 +716,22 @@ def _daemon_main(
         family = HandshakeFamily.open_model(address, join=True)
         try:
             service = HandshakeService(
-                family, config, workers=1, transport_probe=transport_of_remote_or_kernel
+                family,
+                config,
+                workers=1,
+                transport_probe=transport_of_remote_or_kernel,
+                forkserver=forkserver,
             )
             asyncio.get_running_loop().call_soon(started.send, b"ready")
             await service.run(install_signals=True)
         finally:
             family.close()
 
-    asyncio.run(main())
+    forkserver = ForkServer.start()  # before the loop, as `quichsd serve` does
+    try:
+        asyncio.run(main())
+    finally:
+        forkserver.close()
     return 0
 
 

@@ -7,7 +7,7 @@
   reason, where systemd-analyze is missing).
 * The daemon does real handshakes inside an approximation of that sandbox,
   built without systemd (``tests/unit_sandbox.py``): the capability bounding
-  set reduced to CAP_NET_ADMIN, no new privileges, the unit's system-call
+  set reduced to CAP_NET_ADMIN and CAP_SETPCAP, no new privileges, the unit's system-call
   allow-list (expanded by ``systemd-analyze syscall-filter``) with EPERM for
   the rest, socket(2) limited to AF_UNIX and AF_NETLINK, and no
   writable+executable memory (PR_SET_MDWE).
@@ -21,7 +21,8 @@ import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,8 @@ import quichsd.model.rig as rig_module
 from quichsd.daemon.config import HANDSHAKES_PER_WORKER, MAX_WORKERS
 from quichsd.install import render_unit
 from quichsd.model import ModelQuicListener
-from quichsd.model.rig import DaemonRig, config_text
+from quichsd.model.family import FamilyModel
+from quichsd.model.rig import DaemonRig, config_text, proc_status
 from quichsd.tls.selfsigned import issue, make_ca
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,14 +105,19 @@ def test_ordering_is_tlshds(unit: dict[str, dict[str, list[str]]]) -> None:
 
 def test_sandbox_directives(unit: dict[str, dict[str, list[str]]]) -> None:
     service = unit["Service"]
-    assert one(service, "CapabilityBoundingSet") == "CAP_NET_ADMIN"
+    # CAP_SETPCAP: the workers empty their bounding sets with it; the parent drops it
+    assert one(service, "CapabilityBoundingSet") == "CAP_NET_ADMIN CAP_SETPCAP"
     assert one(service, "AmbientCapabilities") == ""
     assert one(service, "KeyringMode") == "private"
     assert set(one(service, "RestrictAddressFamilies").split()) == {"AF_NETLINK", "AF_UNIX"}
     assert one(service, "RuntimeDirectory") == "quichsd"
     assert one(service, "RuntimeDirectoryMode") == "0700"
     assert one(service, "ProtectSystem") == "strict"
-    assert service["SystemCallFilter"] == ["@system-service", "~@privileged @resources"]
+    assert service["SystemCallFilter"] == [
+        "@system-service",
+        "~@privileged @resources",
+        "capset seccomp",  # the workers' own drop: zeroed capabilities, a narrower filter
+    ]
     for key in (
         "NoNewPrivileges",
         "ProtectHome",
@@ -247,17 +254,26 @@ def sandboxed(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, unit: dict[str, dict[str, list[str]]]
 ) -> Iterator[None]:
     """Makes DaemonRig start ``quichsd serve`` inside the unit's sandbox (approximated)."""
+    sandbox(monkeypatch, tmp_path, unit["Service"]["SystemCallFilter"])
+    yield
+
+
+def sandbox(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, filters: list[str]) -> None:
+    """Runs the rig's daemons under ``filters`` (SystemCallFilter= lines) and the rest of
+    the unit's sandbox."""
     analyze = _systemd_analyze()
     setpriv = shutil.which("setpriv")
     assert setpriv is not None, "the test is marked: setpriv is installed"
     allow = tmp_path / "syscalls"
-    allow.write_text("\n".join(sorted(unit_syscalls(analyze, unit["Service"]["SystemCallFilter"]))))
+    allow.write_text("\n".join(sorted(unit_syscalls(analyze, filters))))
     production = rig_module._daemon_command
 
-    def command(config: Path, family_address: str) -> list[str]:
+    def command(
+        config: Path, family_address: str, entry: Sequence[str] = rig_module.DAEMON_ENTRY
+    ) -> list[str]:
         return [
             setpriv,
-            "--bounding-set=-all,+net_admin",
+            "--bounding-set=-all,+net_admin,+setpcap",
             "--inh-caps=-all",
             "--no-new-privs",
             "--",
@@ -269,19 +285,10 @@ def sandboxed(
             f"{AF_UNIX},{AF_NETLINK}",
             "--mdwe",
             "--",
-            *production(config, family_address),
+            *production(config, family_address, entry),
         ]
 
     monkeypatch.setattr(rig_module, "_daemon_command", command)
-    yield
-
-
-def _proc_status(pid: int) -> dict[str, str]:
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        fields[key] = value.strip()
-    return fields
 
 
 # What the approximated sandbox is built from; without them the report says it did not run.
@@ -307,11 +314,19 @@ def test_daemon_handshakes_inside_the_unit_sandbox(sandboxed: None, tmp_path: Pa
         extra=f"status_socket={status_socket}\n",
     )
     with DaemonRig(config) as rig:
-        status = _proc_status(rig.pid)
+        status = proc_status(rig.pid)
         assert int(status["CapBnd"], 16) == CAP_NET_ADMIN
         assert int(status["CapEff"], 16) == CAP_NET_ADMIN
         assert status["NoNewPrivs"] == "1"
         assert status["Seccomp"] == "2"  # a filter is installed
+        for worker in rig.wait_workers(2):  # the workers' own drop works under the unit's filter
+            deadline = time.monotonic() + WAIT
+            # its own filter on top of the unit's, which it inherited
+            while (status := proc_status(worker))["Seccomp_filters"] == "1":
+                assert time.monotonic() < deadline, rig.log()
+                time.sleep(0.01)
+            caps = [int(status[key], 16) for key in ("CapPrm", "CapEff", "CapBnd", "CapAmb")]
+            assert (caps, status["NoNewPrivs"], status["Seccomp"]) == ([0] * 4, "1", "2")
         serial = rig.add_psk(f"sandbox-{secrets.token_hex(4)}", secrets.token_bytes(32))
         with ModelQuicListener(alpn=["echo"]) as listener:
             x509_client = rig.client_request(listener.address, "x509", peername="server.test")
@@ -327,3 +342,39 @@ def test_daemon_handshakes_inside_the_unit_sandbox(sandboxed: None, tmp_path: Pa
         rig.check_invariants()
         assert rig.stop() == 0
         assert "Traceback" not in rig.log()
+
+
+@needs_systemd_analyze
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is not installed")
+@pytest.mark.skipif(
+    ctypes.util.find_library("seccomp") is None, reason="libseccomp is not installed"
+)
+@pytest.mark.parametrize(
+    ("left_out", "said"),
+    [
+        ("capset", "quichsd: cannot drop privileges: capset: Operation not permitted"),
+        ("seccomp", "a worker cannot drop its privileges: seccomp_init: libseccomp found no"),
+    ],
+)
+def test_a_daemon_that_cannot_drop_privilege_stops(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    unit: dict[str, dict[str, list[str]]],
+    left_out: str,
+    said: str,
+) -> None:
+    """A filter without what the privilege drop needs (the unit before workers dropped
+    their privileges, or an override that narrows it): nothing is served unconfined, no
+    failing worker is forked after another; the daemon says why and exits 1."""
+    filters = [
+        " ".join(n for n in line.split() if n != left_out)
+        for line in unit["Service"]["SystemCallFilter"]
+    ]
+    sandbox(monkeypatch, tmp_path, [line for line in filters if line])
+    with FamilyModel(address=str(tmp_path / "family.sock")) as family:
+        config = tmp_path / "quichsd.conf"
+        config.write_text(config_text(status_socket=tmp_path / "status.sock"))
+        code, log = rig_module.run_daemon_once(config, family.address)
+    assert code == 1, log
+    assert said in log
+    assert "Traceback" not in log

@@ -33,7 +33,8 @@ _X509_KEYS = (
 #: Every number has a finite range (quichsd.conf(5)): a value that switches a bound off
 #: (``inf``, a fork bomb of workers) is refused at start with its file and line.
 MAX_WORKERS = 128
-#: Handshakes one worker runs at once (the pool's concurrency).
+#: Handshakes one worker runs at once (the pool's concurrency), by default and at most
+#: (``[quichsd] handshakes_per_worker``): fewer isolates requests better, costs memory.
 HANDSHAKES_PER_WORKER = 64
 _INT_RANGES: dict[tuple[str, str], tuple[int, int]] = {
     ("debug", "loglevel"): (0, 100),
@@ -42,6 +43,7 @@ _INT_RANGES: dict[tuple[str, str], tuple[int, int]] = {
     ("debug", "delay_done"): (0, 3600),
     ("quichsd", "workers"): (0, MAX_WORKERS),
     ("quichsd", "worker_recycle"): (1, 1_000_000_000),
+    ("quichsd", "handshakes_per_worker"): (1, HANDSHAKES_PER_WORKER),
 }
 #: (lowest, highest) seconds; the lowest itself is excluded.
 _FLOAT_RANGES: dict[tuple[str, str], tuple[float, float]] = {
@@ -92,6 +94,7 @@ class DaemonConfig:
     server: X509Files = X509Files()
     workers: int = 0  # 0: one per CPU, at least 2
     worker_recycle: int = 10_000
+    handshakes_per_worker: int = HANDSHAKES_PER_WORKER
     handshake_timeout: float = 30.0
     shutdown_grace: float = 10.0
     status_socket: Path = Path("/run/quichsd/status.sock")
@@ -273,6 +276,9 @@ def parse_config(
         server=_side(values, "authenticate.server"),
         workers=_int(values, "quichsd/workers", base.workers),
         worker_recycle=_int(values, "quichsd/worker_recycle", base.worker_recycle),
+        handshakes_per_worker=_int(
+            values, "quichsd/handshakes_per_worker", base.handshakes_per_worker
+        ),
         handshake_timeout=_float(values, "quichsd/handshake_timeout", base.handshake_timeout),
         shutdown_grace=_float(values, "quichsd/shutdown_grace", base.shutdown_grace),
         status_socket=Path(str(values.get("quichsd/status_socket", base.status_socket))),

@@ -2,8 +2,7 @@
 
 * Under systemd (``JOURNAL_STREAM`` is set, or journald's socket exists) every
   record goes to the journal as fields, through systemd-python's
-  ``journal.sendv`` when it is installed, else over journald's native
-  protocol directly.  A handshake's record carries ``QUICHSD_*`` fields (see
+  ``JournalHandler`` and libsystemd.  A handshake's record carries ``QUICHSD_*`` fields (see
   ``HandshakeRecord.fields()``) so ``journalctl QUICHSD_STATUS=110`` finds the
   timeouts.
 * Elsewhere, syslog (``/dev/log``, facility ``auth`` like tlshd) when there is
@@ -28,7 +27,6 @@ a file that receives each record's fields as one JSON object per line.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import importlib
 import json
@@ -36,7 +34,6 @@ import logging
 import logging.handlers
 import os
 import socket
-import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,38 +220,10 @@ def under_journald(
     return bool(env.get("JOURNAL_STREAM")) or journal_socket.exists()
 
 
-def _encode_native(fields: Mapping[str, str]) -> bytes:
-    """journald's native protocol: ``KEY=value\\n``, or the binary-safe form for newlines."""
-    out = bytearray()
-    for key, value in fields.items():
-        data = value.encode("utf-8", "replace")
-        if b"\n" in data:
-            out += key.encode() + b"\n" + struct.pack("<Q", len(data)) + data + b"\n"
-        else:
-            out += key.encode() + b"=" + data + b"\n"
-    return bytes(out)
-
-
-class NativeJournal:
-    """A journald client without libsystemd (one datagram per record; fork safe)."""
-
-    def __init__(self, path: Path = JOURNAL_SOCKET) -> None:
-        self.path = path
-        self._sock: socket.socket | None = None
-        self._pid = 0
-
-    def __call__(self, fields: Fields) -> None:
-        if self._sock is None or self._pid != os.getpid():
-            # A forked worker closed every inherited fd: never reuse the number.
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self._pid = os.getpid()
-        with contextlib.suppress(OSError):  # journald gone or full: drop, as libsystemd does
-            self._sock.sendto(_encode_native(fields), str(self.path))
-
-    def close(self) -> None:
-        if self._sock is not None and self._pid == os.getpid():
-            self._sock.close()
-        self._sock = None
+def _journald(fields: Fields) -> None:
+    """To journald through libsystemd (systemd-python's ``sendv``)."""
+    journal = importlib.import_module("systemd.journal")  # by name: see ``journal_handler``
+    journal.sendv(*(f"{key}={value}" for key, value in fields.items()))
 
 
 class JsonLinesSink:
@@ -272,73 +241,40 @@ class JsonLinesSink:
             os.close(fd)
 
 
-def systemd_python_sender() -> Sender | None:
-    """systemd-python's ``journal.sendv``, if it is installed."""
-    try:
-        # By name: the repository's systemd/ folder (unit files) must not pass for the package.
-        journal = importlib.import_module("systemd.journal")
-    except ImportError:
-        return None
+class FieldSender:
+    """systemd-python's ``JournalHandler`` builds MESSAGE (our ``EscapingFormatter``),
+    PRIORITY and the code location and calls this with the record's attributes too;
+    this keeps the journal fields among them, adds a record's ``QUICHSD_*`` fields
+    (escaped) and its process as SYSLOG_PID (a worker's, for the records a worker
+    sent its parent), and hands the result to ``send``."""
 
-    def send(fields: Fields) -> None:
-        journal.sendv(*(f"{key}={value}" for key, value in fields.items()))
+    KEPT = ("PRIORITY", "SYSLOG_IDENTIFIER", "SYSLOG_FACILITY", "CODE_FILE", "CODE_FUNC", "LOGGER")
 
-    return send
-
-
-class JournalHandler(logging.Handler):
-    """``logging`` → journal fields: MESSAGE, PRIORITY, identifier, code location, extras.
-
-    ``send`` runs in the process that installed the handler; a forked child
-    (a worker) uses its own ``NativeJournal`` instead, because libsystemd
-    keeps its journal fd in a static that the child's ``closerange`` made
-    dangling.
-    """
-
-    def __init__(
-        self,
-        send: Sender,
-        *,
-        child_send: Callable[[], Sender] | None = None,
-        level: int = logging.NOTSET,
-    ) -> None:
-        super().__init__(level)
-        self.setFormatter(EscapingFormatter())
+    def __init__(self, send: Sender) -> None:
         self.send = send
-        self._owner = os.getpid()
-        self._child_factory = child_send or NativeJournal
-        self._child: Sender | None = None
-        self._child_pid = 0
 
-    def record_fields(self, record: logging.LogRecord) -> Fields:
-        fields: Fields = {
-            "MESSAGE": self.format(record),
-            "PRIORITY": str(priority_of(record.levelno)),
-            "SYSLOG_IDENTIFIER": IDENTIFIER,
-            "SYSLOG_FACILITY": str(SYSLOG_FACILITY),
-            "SYSLOG_PID": str(record.process or os.getpid()),
-            "CODE_FILE": record.pathname,
-            "CODE_LINE": str(record.lineno),
-            "CODE_FUNC": record.funcName,
-            "LOGGER": record.name,
-        }
-        extra = getattr(record, FIELDS_ATTR, None)
+    def __call__(self, message: str, /, **attributes: object) -> None:
+        fields: Fields = {"MESSAGE": message}
+        fields.update({key: str(attributes[key]) for key in self.KEPT if key in attributes})
+        fields["SYSLOG_PID"] = str(attributes.get("process") or os.getpid())
+        fields["CODE_LINE"] = str(attributes.get("CODE_LINE", 0))
+        extra = attributes.get(FIELDS_ATTR)
         if isinstance(extra, Mapping):
             fields.update({str(k): escape(str(v)) for k, v in extra.items()})
-        return fields
+        self.send(fields)
 
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            fields = self.record_fields(record)
-            if os.getpid() == self._owner:
-                self.send(fields)
-                return
-            if self._child is None or self._child_pid != os.getpid():
-                self._child = self._child_factory()
-                self._child_pid = os.getpid()
-            self._child(fields)
-        except Exception:
-            self.handleError(record)
+
+def handler_for(send: Sender) -> logging.Handler:
+    """systemd-python's ``JournalHandler``, its records as fields to ``send``."""
+    # By name: the repository's systemd/ folder (unit files) must not pass for the package.
+    journal = importlib.import_module("systemd.journal")
+    handler: logging.Handler = journal.JournalHandler(
+        sender_function=FieldSender(send),
+        SYSLOG_IDENTIFIER=IDENTIFIER,
+        SYSLOG_FACILITY=str(SYSLOG_FACILITY),
+    )
+    handler.setFormatter(EscapingFormatter())
+    return handler
 
 
 # -- setup ---------------------------------------------------------------------------------------
@@ -387,17 +323,18 @@ def _mark(handler: logging.Handler) -> logging.Handler:
 
 
 def journal_handler(environ: Mapping[str, str] | None = None) -> logging.Handler | None:
-    """The journal handler this environment calls for, or None."""
+    """The journal handler this environment calls for, or None.
+
+    Only the parent logs: it sets this up after starting the fork server, so no
+    worker holds libsystemd's journal socket; workers send their records to it
+    (daemon/worker.py)."""
     env = os.environ if environ is None else environ
     sink = env.get(SINK_ENV)
     if sink:
-        return JournalHandler(
-            JsonLinesSink(Path(sink)), child_send=lambda: JsonLinesSink(Path(sink))
-        )
+        return handler_for(JsonLinesSink(Path(sink)))
     if not under_journald(env):
         return None
-    sender = systemd_python_sender()
-    return JournalHandler(sender if sender is not None else NativeJournal())
+    return handler_for(_journald)
 
 
 def _syslog_handler() -> logging.Handler | None:

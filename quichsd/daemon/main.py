@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quichsd import __version__
-from quichsd.daemon import journal, keyring
+from quichsd.daemon import journal, keyring, privilege
 from quichsd.daemon.config import MAX_WORKERS, ConfigError, DaemonConfig, load_config
+from quichsd.daemon.forkserver import ForkServer
 from quichsd.daemon.metrics import Snapshot
 from quichsd.daemon.metrics_snapshot import snapshot
 from quichsd.daemon.notify import Lifecycle, Notifier, status_line
@@ -28,6 +29,7 @@ from quichsd.daemon.service import HandshakeService, transport_of
 from quichsd.daemon.status import DEFAULT_SOCKET, StatusServer
 from quichsd.netlink import FamilyUnavailable, HandshakeFamily
 from quichsd.netlink import trace as netlink_trace
+from quichsd.quic.driver import share_anti_replay
 from quichsd.tls import debuglog, gnutls_version
 
 log = logging.getLogger("quichsd")
@@ -35,6 +37,8 @@ log = logging.getLogger("quichsd")
 EXIT_OK = 0
 EXIT_CONFIG = 1
 EXIT_NO_FAMILY = 1
+#: The workers could not drop their privileges (daemon/privilege.py): nothing is served.
+EXIT_UNCONFINED = 1
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,34 @@ def serve(options: ServeOptions) -> int:
     except ConfigError as exc:
         print(f"quichsd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    # First, while this process holds nothing a worker must not have: no journal or syslog
+    # socket, no netlink socket, no event loop (daemon/forkserver.py).  Whatever every
+    # worker must share (a shared mapping, the model's socket opener) is made before it.
+    probe = _transport_probe(options)
+    # One 0-RTT anti-replay store for the whole daemon (docs/ARCHITECTURE.md): its shared
+    # mapping and its lock's fd reach every worker, replacements included.
+    share_anti_replay()
+    forkserver = ForkServer.start()
+    try:
+        # The parent needs only CAP_NET_ADMIN (the handshake family's ACCEPT and DONE);
+        # CAP_SETPCAP, in the unit's bounding set for the workers, goes now.
+        privilege.keep_only(privilege.CAP_NET_ADMIN)
+    except privilege.ConfineError as exc:
+        print(f"quichsd: cannot drop privileges: {exc.strerror}", file=sys.stderr)
+        forkserver.close()
+        return EXIT_UNCONFINED
+    try:
+        return _serve(options, config, forkserver, probe)
+    finally:
+        forkserver.close()
+
+
+def _serve(
+    options: ServeOptions,
+    config: DaemonConfig,
+    forkserver: ForkServer,
+    probe: Callable[[int], str],
+) -> int:
     setup_logging(config, options.stderr)
     log.info("quichsd %s on GnuTLS %s", __version__, gnutls_version())
     before, after = raise_open_files_limit()
@@ -127,10 +159,14 @@ def serve(options: ServeOptions) -> int:
             config,
             workers=default_workers(config),
             report_remote_auth=capabilities.remote_peerids,
-            transport_probe=_transport_probe(options),
+            transport_probe=probe,
+            forkserver=forkserver,
             fork_per_request=options.fork_per_request,
         )
         asyncio.run(_run(service, options))
+    if service.failure is not None:
+        print(f"quichsd: {service.failure}", file=sys.stderr)
+        return EXIT_UNCONFINED
     log.info("shutting down")
     return EXIT_OK
 

@@ -1,8 +1,7 @@
 """systemd's readiness protocol (sd_notify) and the daemon's side of it.
 
-``Notifier`` sends ``KEY=value`` lines to ``$NOTIFY_SOCKET``: through
-systemd-python (``systemd.daemon.notify``) when it is installed, else over
-the socket directly (a path, or an abstract name written ``@name``).  Without
+``Notifier`` sends ``KEY=value`` lines to ``$NOTIFY_SOCKET`` through
+systemd-python (``systemd.daemon.notify``, libsystemd's sd_notify).  Without
 ``NOTIFY_SOCKET`` every call is a no-op returning False, so the daemon runs
 the same by hand.
 
@@ -30,7 +29,6 @@ import asyncio
 import contextlib
 import importlib
 import os
-import socket
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -42,68 +40,39 @@ WATCHDOG_PID = "WATCHDOG_PID"
 STATUS_INTERVAL = 1.0
 
 
-def _systemd_python_notify() -> Callable[[str], bool] | None:
-    try:
-        # By name: the repository's systemd/ folder (unit files) must not pass for the package.
-        daemon = importlib.import_module("systemd.daemon")
-    except ImportError:
-        return None
-
-    def send(state: str) -> bool:
-        return bool(daemon.notify(state))
-
-    return send
-
-
-def _address(value: str) -> str | bytes:
-    if value.startswith("@"):
-        return b"\0" + value[1:].encode()
-    return value
-
-
 class Notifier:
-    """sd_notify for this process; ``enabled`` when ``NOTIFY_SOCKET`` is set."""
+    """sd_notify for this process; ``enabled`` when ``NOTIFY_SOCKET`` is set.
 
-    def __init__(
-        self,
-        environ: Mapping[str, str] | None = None,
-        *,
-        use_systemd_python: bool = True,
-    ) -> None:
+    ``environ`` decides only whether to send and the watchdog interval (tests);
+    libsystemd reads the socket's address from the process environment itself.
+    """
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
         self.socket_path = env.get(NOTIFY_SOCKET) or None
         self.watchdog_interval = _watchdog_interval(env)
-        self._systemd = _systemd_python_notify() if use_systemd_python else None
-        # systemd-python reads NOTIFY_SOCKET from the environment itself; with another
-        # mapping (tests) the direct implementation is the one that knows the address.
-        if environ is not None and environ is not os.environ:
-            self._systemd = None
+        # By name: the repository's systemd/ folder (unit files) must not pass for the package.
+        self._daemon = importlib.import_module("systemd.daemon")
         self.sent: list[str] = []  # what was sent, newest last (bounded): for logs and tests
-        self.via = "systemd-python" if self._systemd is not None else "socket"
 
     @property
     def enabled(self) -> bool:
         return self.socket_path is not None
 
     def notify(self, *lines: str) -> bool:
-        """Sends ``lines`` as one message; True if it went out."""
+        """Sends ``lines`` as one message; True if it went out (an unreachable socket
+        is no error: systemd may be gone or the daemon run by hand)."""
         if not self.enabled or not lines:
             return False
         state = "\n".join(lines)
-        ok = self._systemd(state) if self._systemd is not None else self._send(state)
+        try:
+            ok = bool(self._daemon.notify(state))
+        except OSError:
+            return False
         if ok:
             self.sent.append(state)
             del self.sent[:-64]
         return ok
-
-    def _send(self, state: str) -> bool:
-        assert self.socket_path is not None
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-                sock.sendto(state.encode(), _address(self.socket_path))
-        except OSError:
-            return False
-        return True
 
     def ready(self, status: str | None = None) -> bool:
         return self.notify("READY=1", *([f"STATUS={status}"] if status else []))

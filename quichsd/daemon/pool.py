@@ -2,8 +2,10 @@
 
 Handing a request to a ready worker costs an SCM_RIGHTS send (10-30 µs);
 forking a Python process per request, as tlshd forks, costs ~4 ms.  Workers
-are forked from the parent when the pool starts and whenever one retires or
-dies, so they share its loaded modules and configuration.
+are forked by the fork server (daemon/forkserver.py) when the pool starts and
+whenever one retires or dies, so they share the modules it loaded; each job
+carries the configuration it needs (a reload reaches workers with their next
+job).
 
 The pool reports two things back: an outcome for a job, or the loss of jobs
 whose worker died; the service turns both into exactly one DONE each.
@@ -13,31 +15,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import os
-import signal
+import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from quichsd.daemon.channel import ChannelBroken, receive_messages, send_message
+from quichsd.daemon.forkserver import ForkServer
+from quichsd.daemon.privilege import EXIT_UNCONFINED
 from quichsd.daemon.protocol import (
     RETIRING,
     ChannelError,
     Job,
     Outcome,
     Reassembler,
+    decode_log,
     decode_outcome,
     encode_job,
 )
-from quichsd.daemon.worker import worker_main
-from quichsd.quic.driver import share_anti_replay
 
-#: Imported before forking so that every worker inherits it (see ``WorkerPool.start``).
-TCP_JOB_MODULE = "quichsd.ktls.job"
+log = logging.getLogger("quichsd")
+#: How long ``stop`` waits for the workers to leave before having them killed.
+STOP_WAIT = 1.0
 
 OutcomeCallback = Callable[[Outcome], None]
 LossCallback = Callable[[list[int], str], None]
+FatalCallback = Callable[[str], None]
 
 
 @dataclass(eq=False)
@@ -63,10 +66,16 @@ class WorkerPool:
         on_outcome: OutcomeCallback,
         on_loss: LossCallback,
         *,
+        forkserver: ForkServer,
+        on_fatal: FatalCallback | None = None,
         fork_per_request: bool = False,
     ) -> None:
-        """``fork_per_request`` is tlshd's model (a fresh process per request), kept so
-        ``bench/daemon.py`` can measure what pre-forking saves."""
+        """``forkserver`` forks the workers (started before anything they must not
+        inherit exists).  ``fork_per_request`` is tlshd's model (a fresh process per
+        request), kept so ``bench/daemon.py`` can measure what pre-forking saves.
+        ``on_fatal`` hears why no worker can serve (one could not drop its privileges)."""
+        self.forkserver = forkserver
+        self._on_fatal = on_fatal
         self.fork_per_request = fork_per_request
         self.size = 0 if fork_per_request else size
         self.concurrency = concurrency
@@ -79,16 +88,11 @@ class WorkerPool:
         #: Workers that retired after their share of jobs (worker_recycle).
         self.recycled = 0
         self._stopping = False
-        #: fds besides its channel that a forked worker keeps (the anti-replay store's).
-        self._inherited: set[int] = set()
+        #: Workers forked and not yet reported ended by the fork server.
+        self._alive: set[int] = set()
 
     def start(self) -> None:
-        # Workers import the TCP path on their first TCP job otherwise: ~0.3 s under QEMU
-        # TCG, paid by each worker's first request (a kernel consumer waiting on it).
-        importlib.import_module(TCP_JOB_MODULE)
-        # One 0-RTT anti-replay store for the whole daemon, made before any fork: every
-        # worker, replacements included, inherits its shared memory and its lock's fd.
-        self._inherited = {share_anti_replay().store.fileno()}
+        self.forkserver.watch(self._on_exit)
         for _ in range(self.size):
             self._spawn()
 
@@ -131,48 +135,48 @@ class WorkerPool:
 
     def kill(self, worker: Worker, reason: str) -> None:
         """Ends a worker now; its jobs are reported lost with ``reason``."""
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(worker.pid, signal.SIGKILL)
+        self.forkserver.kill(worker.pid)
         self._lost(worker, reason)
 
     async def stop(self) -> None:
-        """Closes every channel (workers exit on EOF), then reaps them."""
+        """Closes every channel (workers exit on EOF) and waits until the fork server has
+        reaped them all (killing those still there after ``STOP_WAIT``)."""
         self._stopping = True
         loop = asyncio.get_running_loop()
         for worker in list(self.workers):
             loop.remove_reader(worker.channel.fileno())
             worker.channel.close()
-        for worker in list(self.workers):
-            for _ in range(50):
-                pid, _status = os.waitpid(worker.pid, os.WNOHANG)
-                if pid:
-                    break
-                await asyncio.sleep(0.02)
-            else:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(worker.pid, signal.SIGKILL)
-                os.waitpid(worker.pid, 0)
         self.workers.clear()
+        for attempt in range(2):
+            deadline = loop.time() + STOP_WAIT
+            while self._alive and loop.time() < deadline:
+                await asyncio.sleep(0.02)
+            if attempt == 0:
+                for pid in self._alive:
+                    self.forkserver.kill(pid)
+        self.forkserver.unwatch()
 
     # -- internals ---------------------------------------------------------------
 
     def _spawn(self, recycle_after: int | None = None) -> Worker:
-        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pid = os.fork()
-        if pid == 0:  # child
-            lowest = 3
-            for keep in sorted(fd for fd in {child_end.fileno(), *self._inherited} if fd >= 3):
-                os.closerange(lowest, keep)
-                lowest = keep + 1
-            os.closerange(lowest, _max_fd())
-            worker_main(child_end, recycle_after or self.recycle_after)
-        child_end.close()
-        parent_end.setblocking(False)
-        worker = Worker(pid, parent_end)
+        pid, channel = self.forkserver.spawn(recycle_after or self.recycle_after)
+        worker = Worker(pid, channel)
         self.workers.append(worker)
+        self._alive.add(pid)
         self.spawned += 1
-        asyncio.get_running_loop().add_reader(parent_end.fileno(), self._on_message, worker)
+        asyncio.get_running_loop().add_reader(channel.fileno(), self._on_message, worker)
         return worker
+
+    def _on_exit(self, pid: int, how: str, code: int) -> None:
+        """The fork server reaped worker ``pid``; its jobs were answered on its channel's EOF."""
+        self._alive.discard(pid)
+        if code == EXIT_UNCONFINED:
+            # Never serve unconfined, and do not fork one replacement after another.
+            self._stopping = True
+            if self._on_fatal is not None:
+                self._on_fatal(f"worker {pid} could not drop its privileges")
+            return
+        log.log(logging.DEBUG if code == 0 else logging.WARNING, "worker %d %s", pid, how)
 
     def _on_message(self, worker: Worker) -> None:
         try:
@@ -183,6 +187,8 @@ class WorkerPool:
                         worker.retiring = True
                         if not self._stopping and not self.fork_per_request:
                             self._spawn()
+                elif (record := decode_log(data)) is not None:
+                    _log_for(worker, *record)
                 else:
                     outcome = decode_outcome(data)
                     worker.jobs.discard(outcome.request_id)
@@ -221,19 +227,12 @@ class WorkerPool:
         with contextlib.suppress(Exception):
             asyncio.get_running_loop().remove_reader(worker.channel.fileno())
         worker.channel.close()
-        _reap(worker.pid)
 
 
-def _reap(pid: int) -> None:
-    """Collects an exited worker without waiting for one still running."""
-    with contextlib.suppress(ChildProcessError):
-        done, _status = os.waitpid(pid, os.WNOHANG)
-        if not done:
-            asyncio.get_running_loop().call_later(0.5, _reap, pid)
-
-
-def _max_fd() -> int:
-    try:
-        return os.sysconf("SC_OPEN_MAX")
-    except (ValueError, OSError):
-        return 1024
+def _log_for(worker: Worker, level: int, name: str, text: str) -> None:
+    """A worker's record, logged here under its logger name and the worker's pid."""
+    logger = logging.getLogger(name if name.startswith("quichsd") else "quichsd")
+    if logger.isEnabledFor(level):
+        record = logger.makeRecord(logger.name, level, "(worker)", 0, "%s", (text,), None)
+        record.process = worker.pid
+        logger.handle(record)

@@ -69,6 +69,26 @@ RETIRING = b'{"retiring":true}'
 
 
 _DUMPS = json.JSONEncoder(separators=(",", ":")).encode
+_LOG_PREFIX = b'{"log":'
+
+
+def encode_log(level: int, logger: str, text: str) -> bytes:
+    """A worker's log record for the parent to log (workers open no log socket)."""
+    return _DUMPS({"log": [level, logger, text[: MAX_MESSAGE // 8]]}).encode()
+
+
+def decode_log(data: bytes) -> tuple[int, str, str] | None:
+    """(level, logger, text) of an ``encode_log`` message; None for any other message.
+    Raises ``ChannelError`` for a malformed one."""
+    if not data.startswith(_LOG_PREFIX):
+        return None
+    try:
+        level, logger, text = json.loads(data)["log"]
+        if not (isinstance(level, int) and isinstance(logger, str) and isinstance(text, str)):
+            raise TypeError("wrong field types")
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise ChannelError(f"undecodable log record: {exc}") from None
+    return level, logger, text
 
 
 def x509_files_for(config: DaemonConfig, role: str) -> dict[str, str | None]:

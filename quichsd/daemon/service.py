@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from quichsd.daemon import journal
-from quichsd.daemon.config import HANDSHAKES_PER_WORKER, DaemonConfig
+from quichsd.daemon.config import DaemonConfig
+from quichsd.daemon.forkserver import ForkServer
 from quichsd.daemon.metrics import Metrics
 from quichsd.daemon.pool import WorkerPool
 from quichsd.daemon.protocol import Job, MessageTooLarge, Outcome, x509_files_for
@@ -105,10 +106,11 @@ class HandshakeService:
         config: DaemonConfig,
         *,
         workers: int,
-        concurrency: int = HANDSHAKES_PER_WORKER,
+        concurrency: int | None = None,
         report_remote_auth: bool = True,
         transport_probe: Callable[[int], str] = transport_of,
         served_transports: frozenset[str] = frozenset({"quic", "tcp"}),
+        forkserver: ForkServer,
         fork_per_request: bool = False,
     ) -> None:
         self.family = family
@@ -117,12 +119,16 @@ class HandshakeService:
         self.report_remote_auth = report_remote_auth
         self.transport_probe = transport_probe
         self.served_transports = served_transports
+        #: None: ``[quichsd] handshakes_per_worker``, which a reload changes too.
+        self._concurrency = concurrency
         self.pool = WorkerPool(
             workers,
-            concurrency,
+            config.handshakes_per_worker if concurrency is None else concurrency,
             config.worker_recycle,
             self._on_outcome,
             self._on_loss,
+            forkserver=forkserver,
+            on_fatal=self._fatal,
             fork_per_request=fork_per_request,
         )
         self.inflight: dict[int, InFlight] = {}
@@ -142,6 +148,8 @@ class HandshakeService:
         self._overrun: set[int] = set()
         self._stopping = False
         self._stopped: asyncio.Event | None = None
+        #: Why the service stopped on its own (no worker could serve), if it did.
+        self.failure: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -172,6 +180,12 @@ class HandshakeService:
                     loop.remove_signal_handler(sig)
             await self.pool.stop()
 
+    def _fatal(self, reason: str) -> None:
+        if self.failure is None:
+            self.failure = reason
+            log.error("%s: stopping", reason)
+        self.request_stop()
+
     def request_stop(self) -> None:
         if not self._stopping:
             log.info("stopping: no new requests; %d in flight", len(self.inflight))
@@ -185,6 +199,8 @@ class HandshakeService:
         """New requests use ``config``; those in flight keep the one they started with."""
         self.config = config
         self.generation += 1
+        if self._concurrency is None:
+            self.pool.concurrency = config.handshakes_per_worker
         self.metrics.reloaded()
 
     async def _drain(self, grace: float) -> None:

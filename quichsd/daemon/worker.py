@@ -1,6 +1,7 @@
 """A worker process: receives jobs with their fds, runs handshakes concurrently.
 
-GnuTLS parses peer bytes here, never in the netlink parent.  A worker runs
+GnuTLS parses peer bytes here, never in the netlink parent, and only after the
+worker has given up every privilege (daemon/privilege.py).  A worker runs
 many handshakes at once on one asyncio loop (they mostly wait for the
 network), retires after ``recycle_after`` jobs to bound memory, and exits when
 its parent goes away.  Whatever a job raises becomes an EIO outcome: the
@@ -11,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import signal
 import socket
+import sys
 import traceback
+from typing import NoReturn
 
-from quichsd.daemon import handler
+from quichsd.daemon import handler, privilege
 from quichsd.daemon.channel import close_all, receive_messages, send_message
 from quichsd.daemon.protocol import (
     RETIRING,
@@ -26,28 +30,66 @@ from quichsd.daemon.protocol import (
     Reassembler,
     bounded_outcome,
     decode_job,
+    encode_log,
 )
 
+log = logging.getLogger("quichsd")
 
-def worker_main(channel: socket.socket, recycle_after: int) -> None:
-    """Entry point in the forked child; never returns normally."""
-    # Forked from inside the parent's running loop: that loop is not ours to run.
-    asyncio.events._set_running_loop(None)
-    signal.set_wakeup_fd(-1)
-    # The parent decides when workers stop (it closes their channels, or SIGKILLs one):
-    # signals meant for the daemon that reach its whole process group -- Ctrl-C, a
-    # terminal hangup, systemd's SIGTERM to every process of the unit (KillMode=
-    # control-group, the default) -- must not end handshakes the parent is draining.
+
+def ignore_daemon_signals() -> None:
+    """The parent decides when workers (and the fork server) stop: it closes their
+    channels, or has one killed.  Signals meant for the daemon that reach its whole
+    process group -- Ctrl-C, a terminal hangup, systemd's SIGTERM to every process of
+    the unit (KillMode=control-group, the default) -- must not end handshakes the parent
+    is draining."""
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
         signal.signal(sig, signal.SIG_IGN)
+
+
+def worker_main(channel: socket.socket, recycle_after: int) -> NoReturn:
+    """Entry point in the child the fork server forked; never returns.
+
+    The event loop is made first (its self-pipe is a ``socketpair()``, which the
+    seccomp filter then forbids), then the worker gives up its privilege, then it
+    reads its first job.
+    """
+    privilege.name_process("quichsd-worker")
+    sys.dont_write_bytecode = True  # its files are read-only to a worker (privilege.py)
+    logging.getLogger("quichsd").addHandler(ChannelLogHandler(channel))
     code = 0
     try:
-        asyncio.run(_serve(channel, recycle_after))
+        with asyncio.Runner() as runner:
+            runner.get_loop()
+            try:
+                privilege.confine()
+            except privilege.ConfineError as exc:
+                log.error("a worker cannot drop its privileges: %s", exc.strerror)
+                code = privilege.EXIT_UNCONFINED
+            else:
+                runner.run(_serve(channel, recycle_after))
     except BaseException:
         traceback.print_exc()
         code = 1
     finally:
         os._exit(code)
+
+
+class ChannelLogHandler(logging.Handler):
+    """A worker's log records go to the parent, which logs them as its own with the
+    worker's pid: a worker opens no journald or syslog socket (it cannot)."""
+
+    def __init__(self, channel: socket.socket) -> None:
+        super().__init__()
+        self.channel = channel
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+            send_message(self.channel, encode_log(record.levelno, record.name, text))
+        except OSError:
+            pass  # the parent is gone (or stopping): nobody is left to log it
+        except Exception:
+            self.handleError(record)
 
 
 async def _serve(channel: socket.socket, recycle_after: int) -> None:

@@ -161,12 +161,17 @@ def config_text(
     return "\n".join(lines) + "\n" + extra
 
 
-def _daemon_command(config: Path, family_address: str) -> list[str]:
-    # ``python -m quichsd`` needs a quichsd/__main__.py; cli.py is the console script's module.
+#: How the rig runs the daemon: ``python -m quichsd`` needs a quichsd/__main__.py; cli.py is
+#: the console script's module.
+DAEMON_ENTRY = ("-m", "quichsd.cli")
+
+
+def _daemon_command(
+    config: Path, family_address: str, entry: Sequence[str] = DAEMON_ENTRY
+) -> list[str]:
     return [
         sys.executable,
-        "-m",
-        "quichsd.cli",
+        *entry,
         "serve",
         "-c",
         str(config),
@@ -248,9 +253,13 @@ class DaemonRig:
         supports_remote_auth: bool = True,
         wait: float = DEFAULT_WAIT,
         daemon_args: Sequence[str] = (),
+        entry: Sequence[str] = DAEMON_ENTRY,
     ) -> None:
+        """``entry``: the interpreter's arguments before ``serve`` (a test's own script
+        that wraps the CLI, for instance)."""
         self.wait = wait
         self.daemon_args = tuple(daemon_args)
+        self.entry = tuple(entry)
         self._tmp = tempfile.TemporaryDirectory(prefix="quichsd-rig-")
         self.dir = Path(self._tmp.name)
         self.family = FamilyModel(
@@ -299,7 +308,10 @@ class DaemonRig:
         earlier = set(self.family.listeners())  # a daemon stopped a moment ago may linger
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [*_daemon_command(self.config_path, self.family.address), *self.daemon_args],
+                [
+                    *_daemon_command(self.config_path, self.family.address, self.entry),
+                    *self.daemon_args,
+                ],
                 env=_daemon_env(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -469,11 +481,22 @@ class DaemonRig:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(self.wait)
 
+    def forkserver_pid(self) -> int:
+        """The daemon's one child: the fork server (daemon/forkserver.py)."""
+        (pid,) = [p for p in _children(self.pid) if _state(p) not in ("Z", "X", None)]
+        return pid
+
     def worker_pids(self) -> list[int]:
-        """The daemon's live children (its workers), from /proc."""
+        """The daemon's live workers, from /proc: the children of its one child, the fork
+        server (daemon/forkserver.py)."""
         if not self.running():
             return []
-        return [pid for pid in _children(self.pid) if _state(pid) not in ("Z", "X", None)]
+        return [
+            pid
+            for server in _children(self.pid)
+            for pid in _children(server)
+            if _state(pid) not in ("Z", "X", None)
+        ]
 
     def wait_workers(
         self, count: int, *, excluding: Iterable[int] = (), timeout: float | None = None
@@ -845,6 +868,15 @@ def _stat_fields(pid: int) -> list[str] | None:
     except OSError:
         return None
     return raw[raw.rfind(")") + 2 :].split()
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    """/proc/PID/status as a mapping (``CapEff``, ``NoNewPrivs``, ``Seccomp``...)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return fields
 
 
 def _state(pid: int) -> str | None:

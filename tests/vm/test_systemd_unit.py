@@ -2,8 +2,9 @@
 
 One boot with the host's systemd as PID 1 (``vm_systemd_boot``, VM_SYSTEMD=1 in vm/guest/init)
 runs tests/vm/scenarios/systemd_unit.sh: the unit as ``quichsd install-service`` renders it,
-started with ``systemctl start`` (Type=notify), one NVMe/TCP ``connect --tls`` through its
-sandbox, journald's records, reload and stop, and ``systemd-analyze security``.
+started with ``systemctl start`` (Type=notify), its workers' privilege drop, one NVMe/TCP
+``connect --tls`` through its sandbox, journald's records, reload and stop, and
+``systemd-analyze security``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800), pytest.mark.vm_scenario
 #: CapEff of a process holding CAP_NET_ADMIN (bit 12) and nothing else.
 ONLY_CAP_NET_ADMIN = f"{1 << 12:016x}"
 SECCOMP_FILTER = "2"
+NO_CAPABILITIES = "0" * 16
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +50,34 @@ def test_sandbox_leaves_only_cap_net_admin(unit: ScenarioResult) -> None:
     assert facts.get("cap_eff") == ONLY_CAP_NET_ADMIN, unit.describe()
     assert facts["no_new_privs"] == "1"
     assert facts["seccomp"] == SECCOMP_FILTER
+
+
+def _workers(status: str) -> dict[str, dict[str, str]]:
+    """worker_status: 'PID K=V,...;' per worker."""
+    workers = {}
+    for entry in filter(None, (e.strip() for e in status.split(";"))):
+        pid, _, fields = entry.partition(" ")
+        workers[pid] = dict(f.split("=", 1) for f in fields.split(",") if f)
+    return workers
+
+
+def test_parent_drops_cap_setpcap_and_the_fork_server_keeps_only_it(unit: ScenarioResult) -> None:
+    facts = unit.facts
+    assert facts.get("cap_bnd") == ONLY_CAP_NET_ADMIN, unit.describe()
+    assert facts["forkserver_comm"] == "quichsd-forksrv"
+    assert facts["forkserver_cap_eff"] == f"{1 << 8:016x}"  # CAP_SETPCAP
+
+
+@pytest.mark.parametrize("when", ["worker_status", "worker_status_after"])
+def test_workers_hold_no_privilege(unit: ScenarioResult, when: str) -> None:
+    """Before and after the handshakes they served: no capability, no_new_privs, and their
+    own seccomp filter (Seccomp 2)."""
+    workers = _workers(unit.facts.get(when, ""))
+    assert len(workers) >= 2, unit.describe()
+    for pid, fields in workers.items():
+        caps = {k: fields[k] for k in ("CapEff", "CapPrm", "CapBnd", "CapAmb")}
+        assert caps == dict.fromkeys(caps, NO_CAPABILITIES), (pid, fields)
+        assert (fields["NoNewPrivs"], fields["Seccomp"]) == ("1", SECCOMP_FILTER), (pid, fields)
 
 
 def test_unit_serves_nvme_tls_through_its_sandbox(unit: ScenarioResult) -> None:

@@ -3,7 +3,8 @@
 # boot, see vm/guest/init) on sid's kernel: `quichsd install-service` renders the unit into
 # /run/systemd/system, `systemctl start` must wait for READY=1 (Type=notify), then one
 # `nvme connect --tls` (PSK, 127.0.0.1) is served through the unit's sandbox, its handshakes are
-# read back from journald, STATUS= and the status socket show the counts, `systemctl reload`
+# read back from journald, every worker holds no capability and runs under its own seccomp
+# filter before and after serving, STATUS= and the status socket show the counts, `systemctl reload`
 # (SIGHUP) keeps the main PID, `systemctl stop` ends it cleanly, and `systemd-analyze
 # security` scores the running unit.
 #
@@ -46,6 +47,31 @@ fail() {
     exit 1
 }
 show() { systemctl show -P "$1" quichsd.service; }
+proc_field() { awk -v k="$1:" '$1 == k {print $2}' "/proc/$2/status"; }
+# The workers are the children of the fork server, the main process's one child. Each
+# confines itself (capabilities, no_new_privs, its own seccomp filter on top of the unit's)
+# before its first job: waits (bounded) until every one has, then prints, ';'-separated,
+# "PID CapEff=...,CapPrm=...,CapBnd=...,CapAmb=...,NoNewPrivs=...,Seccomp=...".
+worker_status() {
+    fs=$(pgrep -P "$MAIN" | head -1)
+    [ -n "$fs" ] || return 1
+    for _ in $(seq 100); do
+        pending=0
+        for w in $(pgrep -P "$fs"); do
+            [ "$(proc_field Seccomp_filters "$w")" -gt "$(proc_field Seccomp_filters "$MAIN")" ] \
+                || pending=1
+        done
+        [ "$pending" = 0 ] && break
+        sleep 0.1
+    done
+    for w in $(pgrep -P "$fs"); do
+        printf '%s ' "$w"
+        for k in CapEff CapPrm CapBnd CapAmb NoNewPrivs Seccomp; do
+            printf '%s=%s,' "$k" "$(proc_field "$k" "$w")"
+        done
+        printf ';'
+    done
+}
 
 vm_step "systemd"
 fact pid1 "$(cat /proc/1/comm)"
@@ -96,6 +122,11 @@ for p in $(group_listener_pids); do
     descends "$p" "$MAIN" || fail "tlshd-group listener $p is not quichsd's (main $MAIN)"
 done
 fact cap_eff "$(awk '/^CapEff/ {print $2}' "/proc/$MAIN/status")"
+fact cap_bnd "$(proc_field CapBnd "$MAIN")"
+FORKSRV=$(pgrep -P "$MAIN" | head -1)
+fact forkserver_comm "$(cat "/proc/$FORKSRV/comm" 2>/dev/null)"
+fact forkserver_cap_eff "$(proc_field CapEff "$FORKSRV")"
+fact worker_status "$(worker_status)"
 fact no_new_privs "$(awk '/^NoNewPrivs/ {print $2}' "/proc/$MAIN/status")"
 fact seccomp "$(awk '/^Seccomp:/ {print $2}' "/proc/$MAIN/status")"
 
@@ -116,6 +147,7 @@ CONNECTED=1
 sid nvme disconnect -n "$SUBNQN" > /dev/null || fail "nvme disconnect"
 CONNECTED=0
 fact tls_tx_delta $(( $(tls_stat TlsTxSw) - tx0 ))
+fact worker_status_after "$(worker_status)"
 fact trace_accepts "$(trace_count handshake_cmd_accept)"
 fact trace_dones "$(trace_count handshake_cmd_done)"
 trace_stop
