@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 # Two commands on a fresh Debian machine: `make run` (the main job) and `make test`.
 VENV := .venv
 STAMP := $(VENV)/.bootstrapped

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Only here because setuptools takes ``cffi_modules`` and ``ext_modules`` from setup() alone."""
 
 from setuptools import Extension, setup

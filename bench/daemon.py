@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Daemon throughput and READY→DONE latency: pre-forked pool vs fork per request.
 
 Two copies of the real daemon (``quichsd serve`` on the userspace models,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Handshake pairs per second: quichsd's engine against plain C GnuTLS and aioquic.
 
 Three implementations run the same in-memory QUIC TLS 1.3 handshake (a client

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /*
  * Baseline for bench/engine.py: the in-memory QUIC TLS handshake that
  * quichsd's HandshakeEngine does, in plain C on the same GnuTLS, with no

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Run ``quichsd`` under cProfile with one stats file per process: the parent and each worker.
 
 Workers are forked and end with ``os._exit``, which a plain ``python -m cProfile`` never sees;

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Soak: many handshakes through the daemon, watching every process for growth.
 
 The real daemon (``quichsd serve`` on the userspace models, through

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """NVMe/TCP over TLS bursts on the real kernel: Debian's tlshd 1.4.0 against quichsd.
 
 One VM boot (vm/run, sid's kernel under QEMU TCG, see vm/README.md) holds an nvmet port

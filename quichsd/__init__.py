@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """quichsd: a TLS handshake agent for Linux kernel sockets (QUIC and kTLS).
 
 ``quichsd.client_handshake`` / ``quichsd.server_handshake`` (and their

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """``python -m quichsd``: the same as the ``quichsd`` command."""
 
 import sys

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The Python entry points for people who open QUIC sockets themselves.
 
 They mirror libquic's ``quic_client_handshake()`` / ``quic_server_handshake()``:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """``quichsd check``: can this machine run the daemon with this configuration?
 
 Each check gives ✓ (fine), ! (works, but read the note) or ✗ (the daemon

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The ``quichsd`` command line."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """``quichsd demo --daemon``: the real daemon serving requests on the userspace models.
 
 For a machine whose kernel lacks net/handshake: the unmodified ``quichsd

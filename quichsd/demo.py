@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """``quichsd demo``: one in-memory QUIC handshake, client and server both ours.
 
 It is the quickest proof that GnuTLS, the binding and the engine work on a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """``quichsd install-service``: the systemd unit, an example configuration, the man pages.
 
 Files come from the installed wheel (``<prefix>/share/quichsd``,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """``quichsd handshake client|server|pki``: a handshake on a QUIC socket opened here.
 
 For a developer of a QUIC kernel consumer: does our agent, with these

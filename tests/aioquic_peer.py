@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """aioquic's TLS 1.3 stack (``aioquic.tls.Context``) as an in-memory peer of our engine.
 
 aioquic's TLS code was written independently of GnuTLS, so a handshake that

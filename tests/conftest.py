@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Shared fixtures for the in-memory engine tests: a test PKI, credentials, engines.
 
 Certificates, keys and credentials are built once per session (key generation

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The daemon against itself on the models: one PKI, a configuration for both roles, and
 a QUIC handshake between its client and its server (tests of 0-RTT and key logging)."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """``quichsd serve`` whose workers act as if a peer had taken one over: for a request whose
 peer name is ``HOSTILE_PEERNAME`` the worker opens a netlink socket before the handshake --
 what code injected by a peer would do to reach the handshake family and ACCEPT or DONE other

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Shared pieces of the interop tests: our agent on the socket model against unmodified stacks.
 
 Our side is what a kernel consumer plus the agent would be: a ``ModelQuicSocket``

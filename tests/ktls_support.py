@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Helpers for the TCP + kTLS tests: loopback connections, both handshakes, records."""
 
 from __future__ import annotations

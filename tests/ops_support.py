@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Helpers for the operations tests (notify, journal, status): PKI files, handshake pairs,
 a NOTIFY_SOCKET listener."""
 

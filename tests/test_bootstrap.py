@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """scripts/bootstrap on a checkout whose .venv an earlier run left half-made (a python
 without pip, as when python3-venv was missing): it says so and builds the venv again,
 instead of failing with "No module named pip" on every later run."""

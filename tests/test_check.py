@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """``quichsd check``: every check's ✓ and ✗ (and !) paths, the table, and the exit status.
 
 The kernel-facing checks run against fakes (``Environment``): this machine has no

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """``quichsd check`` on what real configurations hold: CAs in the other section, odd
 certificates, and keys this GnuTLS may not sign with as peers ask."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """tlshd's own command line: ``quichsd [-c FILE] [-s] [-v] [-h]`` without a COMMAND is
 ``serve``, so a unit or a script written for tlshd works with the program name changed;
 a bad option after a COMMAND is answered with that command's usage."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """tlshd's configuration format, read by quichsd: every key, and clear errors."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The real daemon, end to end: ``quichsd serve`` on the family model and the QUIC socket model.
 
 Every test runs the production command line in a subprocess through

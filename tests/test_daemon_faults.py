@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Nothing stranded, nothing leaked: the real daemon against a family model that plays a
 faulty kernel (issue 11).  Same rig and fixtures as ``test_daemon_e2e``."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Credentials a worker builds for a request (quichsd.daemon.handler)."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Kernel keyring access by direct system calls (this machine's kernel has keyrings)."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The fork server imports the TCP path before it forks, so no worker pays for it on a request."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """``privilege.confine()``, the call every worker makes before its first job, in a fresh
 interpreter: what it leaves the process (capabilities, no_new_privs, the filter, fds) and
 what the filter does to a forbidden call (the process dies by SIGSYS) or a harmless one

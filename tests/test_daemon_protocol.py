@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The parent/worker messages: field-by-field encoders, byte for byte what
 ``dataclasses.asdict`` gave, so parents and workers of either version agree."""
 

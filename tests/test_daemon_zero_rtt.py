@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """0-RTT across the daemon's workers (issue 11, item 11): one replayed flight, one acceptance.
 
 The real daemon on the models (``quichsd.model.rig``) runs ``WORKERS`` workers.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """``[debug] tls=`` (GnuTLS's own log) and ``[debug] nl=`` (a netlink message trace), as in
 tlshd: what they log, what they never log (secrets, fds, names), and the running daemon."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The configured client certificate is presented whenever the server asks.
 
 GnuTLS 3.7.9 picks the client certificate itself and skips an RSA

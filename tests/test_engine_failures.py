@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Every way our two engines refuse each other, with the exact TLS alert and DONE errno.
 
 Alert numbers are RFC 8446 §6 AlertDescription values; QUIC closes with

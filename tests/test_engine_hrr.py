@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """HelloRetryRequest in memory: our client and server engines with different group priorities.
 
 A client sends key shares only for the first group(s) of its list; a server that

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Handshake bytes at the wrong encryption level end the handshake (RFC 9001 §4.1.3-4.1.4).
 
 Each TLS message belongs to one level: the hellos to INITIAL, the rest of the

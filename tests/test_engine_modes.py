@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Our client engine against our server engine in memory, for every mode that succeeds."""
 
 from __future__ import annotations

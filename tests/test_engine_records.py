@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The engine's hot path: the ``_events`` extension and its cffi fallback (``records``).
 
 The extension is optional (setup.py builds it if it can), so the engine tests

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The engine's state machine, object lifetimes, configuration checks and event hygiene."""
 
 from __future__ import annotations

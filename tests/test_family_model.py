@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """End to end over the userspace family model: HandshakeFamily as the agent,
 FamilyModel as the kernel and its consumers (handshake-netlink.md §7, §11, §14)."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A new user's first `make run`: the example configuration where /etc has none, and what
 the daemon demo prints (explained, no reload lines, resumed spelled yes/no)."""
 

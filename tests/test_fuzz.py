@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A short, seeded fuzz run of every target, and each target over its whole corpus.
 
 The seeded run is libFuzzer's: a fixed ``-seed``, a bounded number of executions,

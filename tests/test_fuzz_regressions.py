@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Every fuzzing finding, as a named test with the input that found it.
 
 Inputs live in ``tests/fuzz/regressions/<target>-<finding>`` and go through the

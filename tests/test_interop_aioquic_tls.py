@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Our engine against aioquic's TLS 1.3 stack (``aioquic.tls.Context``), in memory.
 
 aioquic's TLS code is an independent implementation (Python, on

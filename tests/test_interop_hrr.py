@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """HelloRetryRequest on the wire, against unmodified aioquic and qh3 (floor 2).
 
 What each peer can do (aioquic 1.7.2, qh3 2.1.0), read from their TLS code:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Interop: our agent (model socket + driver + engine) against unmodified QUIC stacks.
 
 Every test runs once per peer stack (``interop_support.PEERS``: aioquic and qh3,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """journald: one structured record per handshake, the handler's fields, the native protocol,
 the destinations chosen, and no key material in anything the daemon logs.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """quichsd.daemon.keyfile against GLib's own GKeyFile, file by file.
 
 A small C program (tests/glib/keyfile_dump.c), built here against the installed

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """SSLKEYLOGFILE is never honoured; ``quichsd handshake --keylog FILE`` is the one way to
 get a handshake's secrets (issue 11, item 4).
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """kTLS ABI: crypto_info layouts byte by byte, key material mapping, priorities, install order.
 
 Layouts and offsets are the tables of ../shared/spec/ktls-abi.md §1-§2 and §4;

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """TCP path: the configured client certificate reaches a server that lists only RSA-PSS.
 
 The same credentials code as the QUIC path (``CertificateCredentials``'s

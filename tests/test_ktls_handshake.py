@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Our TCP client against our TCP server over a real loopback connection (127.0.0.1).
 
 Both ends run GnuTLS on non-blocking sends/receives driven by one asyncio

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The daemon's TCP jobs: ``handler.run_job`` with transport "tcp" on real loopback sockets.
 
 Credentials come from configuration files or keyring serials, as for QUIC;

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Our TCP handshake against an independent TLS stack: OpenSSL, through Python's ``ssl``
 and (for external PSKs, which Python 3.11's ``ssl`` cannot do) the ``openssl`` command.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """What a sysadmin reads: each handshake's line names the peer's address, names from the
 network are escaped in every line and field, stderr lines carry their level (sd-daemon's
 ``<N>`` when stderr is the journal's stream), ``[debug] loglevel`` follows a reload.

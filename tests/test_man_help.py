@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The man page's SYNOPSIS against ``--help``: each command's options, both ways, so an
 option added, renamed or dropped in the CLI without the manual (or the reverse) fails here.
 """

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """``quichsd handshake``: the CLI pairs a user runs, as separate processes on the model.
 
 Each test starts ``quichsd handshake server ... --userspace`` and the client

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Metrics, the status socket and ``quichsd status``: units, the OpenMetrics exposition (written
 by prometheus_client from our collector; checked by rule and by its OpenMetrics parser), and the
 running daemon's counts."""

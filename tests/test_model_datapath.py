@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The socket model's handshake data path, key installation, tickets, tokens and close.
 
 Two model sockets talk real QUIC over 127.0.0.1; a scripted "agent" moves

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Our engine on the socket model against unmodified aioquic, both ways, over 127.0.0.1.
 
 ``run_handshake`` is a minimal agent loop (poll the fd, recv_handshake,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The socket model's option semantics and refusals (spec §1.6, §3, §4.1, §5).
 
 Most checks need no peer handshake: a client connected to a model listener is

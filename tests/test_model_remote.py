@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A model QUIC socket served over a real fd (``quichsd.model.remote``), used from other processes.
 
 The agents here are forked processes that receive the exported fd by

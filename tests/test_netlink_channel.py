@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Transport tests: the real AF_NETLINK channel on this kernel, and the model channel's
 SCM_RIGHTS emulation of the kernel's fd installation (ACCEPT) and lookup (DONE)."""
 

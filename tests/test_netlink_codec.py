@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Codec tests: the byte layouts of handshake-netlink.md §15, reproduced exactly.
 
 Encoding goes through pyroute2's message classes (``quichsd.netlink.messages``);

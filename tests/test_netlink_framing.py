@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Framing once: ``split_datagram`` hands each message's header along, so a received
 message has its header read once and is decoded by pyroute2 once, however many
 handlers look at it."""

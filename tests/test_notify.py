@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """sd_notify: the Notifier on its own, the Lifecycle's timing, and the real daemon under a
 NOTIFY_SOCKET of ours (READY=1 after the group join, STATUS=, WATCHDOG=1, RELOADING=1,
 STOPPING=1)."""

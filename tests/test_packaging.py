@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Packaging: the wheel (binding, entry point, unit, example, man pages), install-service from
 the wheel and from the checkout, the example configuration, the man pages, the help texts."""
 
@@ -332,3 +333,38 @@ def test_help_reads_like_a_man_page() -> None:
     assert all(len(line) <= 80 for line in serve.splitlines())
     assert "exit status:" in _help("check") and "--openmetrics" in _help("status")
     assert "--destdir" in _help("install-service")
+
+
+SPDX = "SPDX-License-Identifier: GPL-2.0-only"
+#: Where the project's own sources live (fuzz corpora and regression inputs are data).
+SOURCE_DIRS = ("quichsd", "tests", "bench", "vm", "scripts", ".ci")
+DATA_DIRS = ("corpus", "regressions", "__pycache__")
+#: What cffi generates beside the sources (ignored by git, not shipped as source).
+GENERATED = ("quichsd/tls/_gnutls.c", "quichsd/daemon/_privilege.c")
+
+
+def _project_sources() -> list[Path]:
+    found = [REPO / "setup.py", REPO / "Makefile"]
+    for top in SOURCE_DIRS:
+        for path in sorted((REPO / top).rglob("*")):
+            if not path.is_file() or any(part in DATA_DIRS for part in path.parts):
+                continue
+            if str(path.relative_to(REPO)) in GENERATED:
+                continue
+            if path.suffix in (".py", ".pyi", ".c", ".sh") or path.read_bytes()[:2] == b"#!":
+                found.append(path)
+    return found
+
+
+def test_every_source_names_its_license() -> None:
+    """LICENSE is GPL-2.0-only; each source says so in its first lines (SPDX)."""
+    assert "GNU GENERAL PUBLIC LICENSE" in (REPO / "LICENSE").read_text()
+    assert "Version 2, June 1991" in (REPO / "LICENSE").read_text()
+    sources = _project_sources()
+    assert len(sources) > 100, "the walk found the sources"
+    missing = [
+        str(path.relative_to(REPO))
+        for path in sources
+        if SPDX not in "".join(path.read_text(errors="replace").splitlines(True)[:2])
+    ]
+    assert not missing, f"no SPDX line: {missing}"

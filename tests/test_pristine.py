@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The README's two commands on pristine Debian 12 and 13 (scripts/pristine-check):
 debootstrap minbase chroots with only git, make, ca-certificates and python3 added, a clone
 of HEAD, then `make run` and `make test-fast` in each. About 4 minutes a release once the

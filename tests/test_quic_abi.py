@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The QUIC socket ABI layer against the layouts in ../shared/spec/quic-socket-abi.md.
 
 Offsets are checked by packing distinct values and reading each field back

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """After the handshake, on the model of the kernel socket: confirmation, closes, stream data.
 
 * ``client_handshake(confirm_wait=...)``: a client that waits until the server

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The 0-RTT anti-replay store (quichsd/tls/replay_store.py) and GnuTLS's view of it.
 
 Bounded (a full bucket refuses), entries expire, one verdict across forked

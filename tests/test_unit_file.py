@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """systemd/quichsd.service: its directives, systemd's own verdicts, and the daemon in its sandbox.
 
 * The unit says what the daemon needs (Type=notify, reload, restart, tlshd's

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Runs a command inside an approximation of quichsd.service's sandbox, without systemd.
 
     python tests/unit_sandbox.py --allow FILE --families 1,16 [--mdwe] -- COMMAND...

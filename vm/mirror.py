@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-only
 """The Debian mirror the host's own apt uses, for vm/fetch (sid's kernel, debootstrap).
 
     python3 vm/mirror.py [ROOT]     prints the mirror's URL, or exits 1 with the reason

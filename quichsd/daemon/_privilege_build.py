@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """cffi builder for ``quichsd.daemon._privilege``: what a worker needs to give up its
 privilege (daemon/privilege.py), compiled at install time against libseccomp.
 

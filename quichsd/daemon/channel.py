@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The parent/worker channel's socket side: framed messages (``protocol.frames``) over
 a non-blocking SOCK_SEQPACKET, fds by SCM_RIGHTS with a message's first frame.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """tlshd's configuration file, read unchanged, plus our own ``[quichsd]`` section.
 
 Format: GLib key-file (``[section]``, ``key=value``, ``#`` comments, ``;``

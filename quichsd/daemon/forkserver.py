@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The fork server: the one process that forks workers (docs/ARCHITECTURE.md, "Process model").
 
 ``serve`` starts it first, before it opens the netlink socket, the journal or the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Inside a worker: one job → credentials → the QUIC handshake → an Outcome.
 
 Authentication material comes from the kernel keyring serials in the request,

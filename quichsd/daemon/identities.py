@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Who the peer was, as DONE reports it (handshake-netlink.md §9) and logs name it.
 
 Shared by the QUIC and the TCP paths: both reduce a finished handshake to its

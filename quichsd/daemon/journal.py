@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Where the daemon's log goes: journald (structured), syslog, stderr.
 
 * Under systemd (``JOURNAL_STREAM`` is set, or journald's socket exists) every

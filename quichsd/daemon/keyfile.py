@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """GLib's key-file format (``GKeyFile``), read exactly as GLib reads it.
 
 tlshd loads its configuration with ``g_key_file_load_from_file()`` and reads

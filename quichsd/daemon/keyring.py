@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Kernel keyrings: add_key(2) and keyctl(2) through the cffi module.
 
 The calls are small C wrappers in ``quichsd.tls._gnutls`` (built at install,

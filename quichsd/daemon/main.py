@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """``quichsd serve``: tlshd's job, in the foreground, with tlshd's options.
 
 Start-up order follows tlshd (tlshd-behaviour.md §3) with two deliberate

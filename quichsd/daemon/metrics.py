@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """What the daemon counts: handshakes by outcome and errno, latency histograms, reloads.
 
 The parent owns one ``Metrics``: ``HandshakeService._complete()`` (where every

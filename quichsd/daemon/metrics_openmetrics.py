@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A snapshot as OpenMetrics 1.0 text, written by prometheus_client.
 
 The daemon keeps its own counts (``Metrics``: one parent, no per-request

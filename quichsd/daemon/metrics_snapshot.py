@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The daemon's state as a plain JSON-able dict: what the status socket serves.
 
 ``snapshot()`` reads the service (requests, pool, configuration) and its

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """``quichsd status`` for people: a snapshot as a few aligned tables."""
 
 from __future__ import annotations

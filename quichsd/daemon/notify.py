@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """systemd's readiness protocol (sd_notify) and the daemon's side of it.
 
 ``Notifier`` sends ``KEY=value`` lines to ``$NOTIFY_SOCKET`` through

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Pre-forked workers, seen from the parent.
 
 Handing a request to a ready worker costs an SCM_RIGHTS send (10-30 µs);

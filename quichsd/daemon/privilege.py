@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A worker gives up its privilege before it reads a peer's byte (docs/ARCHITECTURE.md,
 "Process model").
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Messages between the daemon parent and its workers (one SOCK_SEQPACKET each).
 
 A job travels with the handshake socket as an SCM_RIGHTS fd; an outcome comes

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The daemon parent: READY → ACCEPT → a worker → DONE, and the invariant.
 
 Every request this process ACCEPTs gets exactly one DONE.  All endings pass

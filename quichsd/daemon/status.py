@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The status socket: the daemon's counters for ``quichsd status``, root only.
 
 Server (in the daemon parent's event loop): a UNIX stream socket at

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A worker process: receives jobs with their fds, runs handshakes concurrently.
 
 GnuTLS parses peer bytes here, never in the netlink parent, and only after the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """TLS over TCP: the GnuTLS handshake on a kernel TCP socket, then kernel TLS (kTLS).
 
 ``run_tcp_handshake`` (``session.py``) is the entry point; ``install.py``

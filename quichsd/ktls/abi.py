@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The kernel TLS (kTLS) socket ABI: constants and ``tls12_crypto_info_*`` packing.
 
 Everything here follows ../shared/spec/ktls-abi.md §1-§2 and §4: the option

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Hands a finished TLS session to the kernel: TCP_ULP, record size, TX then RX.
 
 The sequence of ../shared/spec/ktls-abi.md §3 step 5, with one deliberate

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A worker's TCP job: credentials from the request, the handshake, kTLS, an Outcome.
 
 Credentials come from the keyring serials in the request, else from the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """GnuTLS priorities for TLS over TCP, as tlshd builds them (ktls-abi.md §5).
 
 Appended to the system default priority (``gnutls_priority_init2`` with

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """``python -m quichsd.ktls.selftest``: the whole TCP + kTLS path on this kernel.
 
 On 127.0.0.1: our client against our server for each kTLS cipher (X.509,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A TLS 1.3 handshake on a TCP socket with GnuTLS, driven from asyncio, then kTLS.
 
 ``TcpTlsSession`` is one GnuTLS session on the socket's fd: it sends and

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """TLS 1.3 record protection in software from a kTLS ``CryptoInfo``.
 
 What the kernel does with the material we hand it, done with ``cryptography``

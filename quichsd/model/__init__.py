@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A userspace model of the Linux QUIC module's socket, for running the agent without it.
 
 API (everything else is the ``quichsd.quic.sockopt.QuicSocket`` protocol, so

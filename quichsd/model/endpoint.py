@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A UDP socket on 127.0.0.1 and the background thread that feeds its connections.
 
 One endpoint serves a client socket, or a listener and every connection it

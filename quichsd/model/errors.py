@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Errors the model raises where the kernel returns an errno."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Userspace model of the kernel side of the ``handshake`` generic-netlink family.
 
 The machine running the tests has no net/handshake, so this plays the kernel: it

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Faults the family model can play on an ACCEPT: what a broken kernel (or a fault
 campaign) would send, so tests can show the agent answers each and leaks nothing.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Strict attribute validation as the kernel applies it to the ``handshake`` family.
 
 Generic netlink validates this family strictly: attribute types 0 and above the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Consumer-side view of one request submitted to the family model.
 
 Split from ``family`` so the kernel-consumer API (what tests hold on to) reads on

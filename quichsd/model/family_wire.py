@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Bytes the family model puts on the wire: ACKs, nlctrl replies, READY, ACCEPT replies.
 
 Pure builders over pyroute2's message classes, kept apart from the model's state

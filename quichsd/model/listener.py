@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """``ModelQuicListener``: a listening QUIC socket that hands out server sockets.
 
 A new connection is created for an Initial packet from an unknown address

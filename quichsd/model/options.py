@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """setsockopt/getsockopt at SOL_QUIC with the kernel's checks (spec §1.6, §3).
 
 Each handler takes the socket's ``Session`` (a listener has one too, in the

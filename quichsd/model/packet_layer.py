@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """aioquic's ``QuicConnection`` with its TLS stack cut out: the model's packet layer.
 
 Pinned to aioquic==1.7.2 (see pyproject's test extra).  aioquic does packet

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """``ModelQuicSocket``: one QUIC socket with the kernel's user ABI, in userspace.
 
 It satisfies ``quichsd.quic.sockopt.QuicSocket`` (plus ``getsockopt_inout``),

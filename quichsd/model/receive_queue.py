@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The socket's receive list and the descriptor that says it is non-empty.
 
 Handshake data (INITIAL and HANDSHAKE levels) is queued ahead of stream

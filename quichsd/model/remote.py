@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A ``ModelQuicSocket`` reachable through a real file descriptor, for agents in other processes.
 
 The daemon hands a request's socket to a forked worker by SCM_RIGHTS; a model

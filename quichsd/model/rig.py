@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The real daemon on the models: a rig for end-to-end tests, benchmarks and demos.
 
 ``DaemonRig`` plays the kernel and its consumers around an unmodified

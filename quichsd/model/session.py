@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The kernel's per-socket QUIC state: what socket options and the data path act on.
 
 A ``Session`` is one socket's half of the kernel: its state, stored option

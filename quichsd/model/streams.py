@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """One echoed stream over a model QUIC socket: how a consumer uses its socket after DONE.
 
 Shared by the CLI's ``--message``, the demos and the tests, so each of them checks

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """QUIC_SOCKOPT_TRANSPORT_PARAM rules and the struct <-> extension-body conversions.
 
 The kernel keeps two ``struct quic_transport_param`` sets per socket: ours

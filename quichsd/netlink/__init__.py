@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Client of the kernel's ``handshake`` generic-netlink family (net/handshake).
 
 ``HandshakeFamily`` resolves the family, joins the ``tlshd`` group, receives READY,

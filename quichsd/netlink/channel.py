@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Transports that move raw netlink message bytes between the agent and a kernel.
 
 ``KernelChannel`` is a real AF_NETLINK/NETLINK_GENERIC socket. ``ModelChannel`` is an

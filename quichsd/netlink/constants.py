@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Numbers of the kernel's ``handshake`` generic-netlink family and of netlink itself.
 
 Kept in one place so the codec, the daemon and the userspace family model agree on

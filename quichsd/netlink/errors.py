@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Exceptions of the handshake-family client, each carrying what a log line needs.
 
 A daemon that talks to the kernel must say *which* command failed, *which* attribute

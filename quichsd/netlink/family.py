@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Client side of the ``handshake`` family: resolve, join, READY, ACCEPT, DONE, probe.
 
 Works over any ``Channel`` (kernel socket or the userspace model). Request/reply is

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """pyroute2 message classes for the ``handshake`` family, plus thin encode/decode helpers.
 
 One family id carries two attribute sets: READY and ACCEPT use ``accept``, DONE uses

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Strict parsing of READY notifications and ACCEPT replies into plain dataclasses.
 
 Unlike tlshd (libnl keeps only the last copy of a repeated attribute) every

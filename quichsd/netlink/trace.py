@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """``[debug] nl=``: a trace of the netlink messages the daemon sends and receives.
 
 tlshd hands ``nl`` to libnl as its debug level (libnl then prints messages on

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The Linux QUIC module's socket ABI: struct layouts, constants and typed socket options.
 
 Nothing here opens a socket; the functions take any object shaped like one, so

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Constants and byte layouts of the QUIC module's user ABI (x86_64, LP64).
 
 Source: ``../shared/spec/quic-socket-abi.md``.  Every struct integer is in host

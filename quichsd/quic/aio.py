@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The asyncio shell around ``QuicHandshake``: a reader callback on the event loop."""
 
 from __future__ import annotations

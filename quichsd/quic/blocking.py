@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The blocking shell around ``QuicHandshake``: poll(2) on the socket until done.
 
 Re-arms the wait on every iteration with the time left (tlshd's select() loop

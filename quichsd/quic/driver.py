@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Runs the handshake engine against a QUIC socket: our quic_*_handshake().
 
 ``QuicHandshake`` holds every ordering rule of the kernel procedure

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Typed QUIC socket operations for the handshake agent.
 
 Each function is one system call on a socket-like object (``QuicSocket``):

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The TLS 1.3 handshake engine for QUIC on GnuTLS, and its binding."""
 
 from quichsd.tls.binding import (

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """cffi builder for ``quichsd.tls._gnutls`` (API mode, compiled at install time).
 
 API mode is chosen for speed: a call costs ~0.1 µs and the module loads in

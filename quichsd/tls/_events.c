@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /*
  * quichsd.tls._events: the handshake engine's hot path in C.
  *

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 from typing import final
 
 from quichsd.tls.events import Event, HandshakeComplete

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /*
  * C side of the quichsd GnuTLS binding.
  *

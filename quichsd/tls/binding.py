@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Owners for GnuTLS objects that outlive one handshake.
 
 GnuTLS keeps raw pointers to credentials, priorities and anti-replay state

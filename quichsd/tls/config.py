@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """What one handshake is asked to do: role, authentication, credentials, options."""
 
 from __future__ import annotations

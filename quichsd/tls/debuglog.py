@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """``[debug] tls=``: GnuTLS's own debug log, as tlshd turns it on, into our logger.
 
 tlshd passes ``tls`` to ``gnutls_global_set_log_level()`` and logs each

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The sans-IO TLS 1.3 handshake engine for QUIC (RFC 9001) on GnuTLS.
 
 Input: handshake bytes at a kernel encryption level.  Output: a list of

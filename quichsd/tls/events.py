@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """What the handshake engine asks its caller to do, as small dataclasses.
 
 Levels and ciphers are kernel numbers (see ``levels``).  Events are returned in

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """How a failed handshake maps to the status DONE carries and the alert sent.
 
 The kernel consumers read the status: NFS treats EACCES and ETIMEDOUT

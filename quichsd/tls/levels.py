@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Kernel numbering for QUIC encryption levels and payload ciphers.
 
 The engine speaks the kernel's numbers at its boundary (GnuTLS numbers levels

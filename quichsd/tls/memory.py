@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Two engines wired to each other in memory: for the demo, tests and the benchmark.
 
 Handshake bytes go straight from one engine's SendHandshake to the other's

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A session's journal (``_glue.c``): opening it, stepping it, turning it into events.
 
 These run right after GnuTLS has cooled the caches, where what a call costs

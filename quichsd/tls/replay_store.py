@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The 0-RTT anti-replay table: bounded, and shared by every process forked after it.
 
 RFC 8446 §8 wants each 0-RTT ClientHello accepted at most once by the whole

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Session data a client keeps for resumption, sealed so only ours reaches GnuTLS.
 
 The blob a ``SessionTicket`` event carries goes to the socket (SESSION_TICKET) and

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Throwaway certificate authorities and leaves for demos, tests and benchmarks."""
 
 from __future__ import annotations

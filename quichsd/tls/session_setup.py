@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Setting up a GnuTLS session for one handshake: one C call, planned once per config.
 
 After every GnuTLS step the interpreter runs with cold caches, so each Python

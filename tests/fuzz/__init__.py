@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Coverage-guided fuzz targets (atheris) for the code that reads untrusted bytes.
 
 Each target (``harness.Target``) feeds one input to one parser or state machine

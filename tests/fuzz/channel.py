@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The worker channel codec: jobs (parent → worker) and outcomes (worker → parent).
 
 Only the public ``decode_job`` / ``decode_outcome`` / ``encode_*`` functions of

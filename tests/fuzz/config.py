@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The configuration reader: tlshd's key file plus our ``[quichsd]`` section.
 
 Expected: ``ConfigError`` (file:line and why), the reader's one documented error;

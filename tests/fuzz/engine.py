@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The engine's receive(), per role and per encryption level, on a real engine pair.
 
 Every execution runs a real client and server in memory up to the point where the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """What a fuzz target is, and the registry ``run.py`` and the tests read."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The netlink receive path: a datagram split into messages, then READY, ACCEPT
 replies and NLMSG_ERROR acks decoded as ``netlink/family.py`` does.
 

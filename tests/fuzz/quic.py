@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The QUIC path's handling of what the socket hands it: transport parameters, ALPN,
 session tickets (resumption data or the server's ticket key), ``quic_config``, and the
 handshake data with its level cmsg.

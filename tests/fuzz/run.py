@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Run fuzz targets under atheris (libFuzzer).
 
     python tests/fuzz/run.py TARGET [libFuzzer options...]     one target, this process

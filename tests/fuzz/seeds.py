@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Writes each target's seeds into ``corpus/<target>/`` (files named by content hash).
 
     python tests/fuzz/seeds.py [TARGET...]

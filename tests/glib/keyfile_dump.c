@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* GLib's own reading of key files, for tests/test_keyfile_glib.py.
  *
  * stdin: records "<length>\n<length bytes>".  For each record, stdout gets

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """pytest plugin for the sid-chroot floor (vm/chroot-test): the tests that import a test
 dependency with no installable wheel for sid's Python are skipped, the reason naming it.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Fixtures of the real-kernel floor: one VM boot per pytest session runs every scenario the
 collected tests ask for (``@pytest.mark.vm_scenario("name", ...)``).
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The floor's scenarios by name, and the agents the NVMe scenario runs with.
 
 A test names the scenarios it reads with ``@pytest.mark.vm_scenario(name, ...)``; the session

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Python side of the real-kernel rig: ``vm/fetch`` and ``vm/run`` driven from pytest.
 
 A boot costs a few seconds plus TCG slowness, so a test session boots once and runs every

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The real-kernel floor's first scenarios, proving the rig: sid's kernel has the handshake
 family and kTLS, and NVMe/TCP over TLS with a PSK works on loopback with Debian's tlshd as the
 handshake agent, and with quichsd in its place.

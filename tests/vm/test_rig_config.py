@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The rig's host-side parsing, without booting: the Debian mirror vm/fetch takes from the
 host's apt configuration (vm/mirror.py, both source formats), and the sid-chroot floor's skip
 of tests whose dependency has no wheel for sid's Python (tests/vm/chroot_skip.py)."""

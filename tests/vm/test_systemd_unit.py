@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """systemd/quichsd.service under real systemd, serving real kernel upcalls.
 
 One boot with the host's systemd as PID 1 (``vm_systemd_boot``, VM_SYSTEMD=1 in vm/guest/init)

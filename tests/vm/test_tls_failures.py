@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """quichsd on the real kernel when handshakes fail or the daemon stops: every request it
 ACCEPTed still gets exactly one DONE (tracefs events/handshake, and one "request N" line per
 request in its log), and the consumers are never left hanging.

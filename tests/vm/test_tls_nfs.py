@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """NFSv4.2 over TLS with X.509 on the real kernel: one agent serves the NFS client's
 handshakes (UNAUTH with a peer name for ``xprtsec=tls``, X509 for ``xprtsec=mtls``) and knfsd's
 (X509), and an untrusted server certificate makes the mount fail.

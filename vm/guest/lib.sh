@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 # shellcheck shell=sh
 # Helpers for scripts that vm/run runs inside the guest. Source it: . "$VM_ROOT/vm/guest/lib.sh"
 # POSIX sh (the host's dash or busybox ash). Output conventions read by tests/vm/rig.py:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 # shellcheck shell=sh
 # Sourced by scenario scripts (not a scenario itself): start and stop the handshake agent so
 # that only the agent under test answers the kernel.

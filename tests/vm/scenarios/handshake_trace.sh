@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 # shellcheck shell=sh
 # Sourced by scenario scripts (not a scenario itself): the kernel's view of the handshakes.
 #

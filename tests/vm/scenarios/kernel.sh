@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-only
 # The guest kernel has what the floor needs: the handshake generic-netlink family (seen by the
 # host's iproute2 `genl`, through pyroute2 and by quichsd's own resolver in the userland under test),
 # the tls module with /proc/net/tls_stat, and the sid chroot's tools.

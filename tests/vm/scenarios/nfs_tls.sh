@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-only
 # NFSv4.2 over TLS (X.509), all on 127.0.0.1 in a vm/run guest: knfsd exports a tmpfs with
 # xprtsec=tls:mtls; one agent serves both the NFS client's handshakes (CLIENTHELLO: UNAUTH
 # with a peer name for xprtsec=tls, X509 for xprtsec=mtls) and knfsd's (SERVERHELLO, X509).

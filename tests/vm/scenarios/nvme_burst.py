@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-only
 """NVMe/TCP connect/disconnect bursts straight through /dev/nvme-fabrics (guest helper).
 
 nvme-cli 2.16 crashed when several ``nvme connect`` ran at once; the kernel's fabrics

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-only
 # NVMe/TCP over TLS when things go wrong, with one agent for both phases (nvmet port with
 # addr_tsas=tls1.3 on 127.0.0.1:PORT, connects written straight to /dev/nvme-fabrics by
 # nvme_burst.py):

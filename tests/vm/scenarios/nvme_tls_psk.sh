@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-only
 # NVMe/TCP over TLS 1.3 with a PSK, all on 127.0.0.1, in a vm/run guest (one kernel, host and
 # target sides both kernel consumers of the handshake family): an nvmet port with
 # addr_tsas=tls1.3, `nvme gen-tls-key --insert`, `nvme connect --tls`, 8 MiB written with

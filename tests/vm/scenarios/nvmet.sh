@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 # shellcheck shell=sh
 # Sourced by scenario scripts: an NVMe/TCP target with TLS 1.3 on 127.0.0.1 through nvmet's
 # configfs, allowing one host NQN. The nvmet and nvmet-tcp modules must be loaded.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-only
 # The shipped systemd/quichsd.service under real systemd (the host's, PID 1 of a VM_SYSTEMD=1
 # boot, see vm/guest/init) on sid's kernel: `quichsd install-service` renders the unit into
 # /run/systemd/system, `systemctl start` must wait for READY=1 (Type=notify), then one
