@@ -14,7 +14,6 @@ import hashlib
 from collections.abc import Callable
 
 import pytest
-from quichsd.tls._gnutls import lib
 
 from quichsd.tls import (
     AntiReplay,
@@ -31,6 +30,7 @@ from quichsd.tls import (
     TlsSetupError,
     gnutls_version,
 )
+from quichsd.tls.engine import HRR_AFTER_EARLY_DATA
 from quichsd.tls.memory import PairResult, Side
 
 EngineFactory = Callable[..., HandshakeEngine]
@@ -135,9 +135,6 @@ def test_server_that_asks_for_a_group_the_client_lacks_fails_cleanly(
     assert failure.alert == 40  # handshake_failure: nothing in common, not no_application_protocol
 
 
-GNUTLS_3_8 = bool(lib.gnutls_check_version(b"3.8.0"))
-
-
 def _early_data_retry(
     make_client: EngineFactory, make_server: EngineFactory, exchange: Exchange, ticket_key: bytes
 ) -> PairResult:
@@ -173,8 +170,10 @@ def _assert_early_data_refused_by_the_server(result: PairResult) -> None:
     assert (EARLY, False) not in result.server.secrets
 
 
-@pytest.mark.skipif(not GNUTLS_3_8, reason=f"GnuTLS {gnutls_version()}: the 3.7 branch runs")
-def test_early_data_offered_before_a_retry_is_refused_and_the_resumption_completes_gnutls_3_8(
+@pytest.mark.skipif(
+    not HRR_AFTER_EARLY_DATA, reason=f"GnuTLS {gnutls_version()}: the branch before 3.8.13 runs"
+)
+def test_early_data_offered_before_a_retry_is_refused_and_the_resumption_completes(
     make_client: EngineFactory,
     make_server: EngineFactory,
     exchange: Exchange,
@@ -189,14 +188,16 @@ def test_early_data_offered_before_a_retry_is_refused_and_the_resumption_complet
     assert isinstance(result.client.ticket, bytes)
 
 
-@pytest.mark.skipif(GNUTLS_3_8, reason=f"GnuTLS {gnutls_version()}: the 3.8 branch runs")
-def test_early_data_offered_before_a_retry_gnutls_3_7_client_fails_and_says_why(
+@pytest.mark.skipif(
+    HRR_AFTER_EARLY_DATA, reason=f"GnuTLS {gnutls_version()}: the 3.8.13 branch runs"
+)
+def test_early_data_offered_before_a_retry_old_gnutls_client_fails_and_says_why(
     make_client: EngineFactory,
     make_server: EngineFactory,
     exchange: Exchange,
     ticket_key: bytes,
 ) -> None:
-    """GnuTLS 3.7's client cannot go on after such a retry; our server does its part."""
+    """A GnuTLS client before 3.8.13 cannot go on after such a retry; our server does its part."""
     result = _early_data_retry(make_client, make_server, exchange, ticket_key)
     _assert_early_data_refused_by_the_server(result)
     # The server's flight after the retry went out complete (ServerHello ... Finished).

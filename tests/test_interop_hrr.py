@@ -72,5 +72,7 @@ class TestQh3ClientAgainstOurRetryingServer(InteropFixtures):
         assert server.result.alert != ALERT_NO_APPLICATION_PROTOCOL, server.result
         assert "ALPN" not in server.result.reason, server.result.reason
         # Our server sent the retry and waited for a second ClientHello; qh3, having raised
-        # in its loop, closed only when its own connect gave up.
-        assert server.result.reason.startswith("the peer closed"), server.result.reason
+        # in its loop, closes only when its own connect gives up -- before our deadline, or
+        # (on a loaded machine) after it.
+        waited = ("the peer closed", "no handshake within the deadline")
+        assert server.result.reason.startswith(waited), server.result.reason

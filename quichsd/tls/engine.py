@@ -65,7 +65,9 @@ _APP = int(Level.APP)
 _NO_TRANSPORT_PARAMETERS = lib.QD_NO_TRANSPORT_PARAMETERS
 _UNEXPECTED_MESSAGE = lib.QD_UNEXPECTED_MESSAGE
 _NONFATAL = frozenset({lib.GNUTLS_E_AGAIN, lib.GNUTLS_E_INTERRUPTED})
-_GNUTLS_3_8 = bool(lib.gnutls_check_version(b"3.8.0"))
+#: A client that offered early data finishes after a HelloRetryRequest: seen on GnuTLS
+#: 3.8.13 (Debian sid), not on 3.7.9 (bookworm) nor 3.8.9 (trixie).
+HRR_AFTER_EARLY_DATA = bool(lib.gnutls_check_version(b"3.8.13"))
 
 
 class State(Enum):
@@ -282,9 +284,9 @@ class HandshakeEngine:
         if fields.sent_alert < 0:
             lib.gnutls_alert_send_appropriate(fields.session, rc)
             drain(self._journal)
-        if fields.hrr and fields.early_tx and not _GNUTLS_3_8:
+        if fields.hrr and fields.early_tx and not HRR_AFTER_EARLY_DATA:
             reason += (
-                "; GnuTLS before 3.8 cannot finish a handshake after a HelloRetryRequest "
+                "; GnuTLS before 3.8.13 cannot finish a handshake after a HelloRetryRequest "
                 "once it offered early data: retry without the session ticket"
             )
         if fields.psk_unknown:
