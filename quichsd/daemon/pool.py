@@ -174,6 +174,10 @@ class WorkerPool:
         if code == EXIT_UNCONFINED:
             # Never serve unconfined, and do not fork one replacement after another.
             self._stopping = True
+            # Its last words (why it could not) were written before it exited, but the
+            # exit may be heard before the channel is read: read them first.
+            for worker in [w for w in self.workers if w.pid == pid]:
+                self._on_message(worker)
             if self._on_fatal is not None:
                 self._on_fatal(f"worker {pid} could not drop its privileges")
             return
