@@ -194,6 +194,27 @@ int qd_psk_allocate_server(gnutls_psk_server_credentials_t *sc);
 extern "Python" int qd_py_psk_lookup(void *, const unsigned char *, size_t, gnutls_datum_t *);
 extern "Python" int qd_py_antireplay_add(void *, time_t, const gnutls_datum_t *, const gnutls_datum_t *);
 
+/* Chain verification for `quichsd check` (quichsd/tls/verify.py): the trust list of
+   the same credentials the daemon builds, verified as gnutls_certificate_verify_peers does. */
+typedef struct gnutls_x509_crt_int *gnutls_x509_crt_t;
+typedef struct gnutls_x509_crl_int *gnutls_x509_crl_t;
+typedef struct gnutls_x509_trust_list_st *gnutls_x509_trust_list_t;
+typedef struct { ...; } gnutls_typed_vdata_st;
+typedef int gnutls_verify_output_function(gnutls_x509_crt_t cert, gnutls_x509_crt_t issuer, gnutls_x509_crl_t crl, unsigned int verification_output);
+#define GNUTLS_VERIFY_DISABLE_TIME_CHECKS ...
+#define GNUTLS_VERIFY_DISABLE_TRUSTED_TIME_CHECKS ...
+#define GNUTLS_CERT_INVALID ...
+#define GNUTLS_CERT_SIGNER_NOT_FOUND ...
+#define GNUTLS_CRT_X509 ...
+#define GNUTLS_E_CERTIFICATE_KEY_MISMATCH ...
+#define GNUTLS_TL_GET_COPY ...
+int gnutls_x509_crt_list_import2(gnutls_x509_crt_t **certs, unsigned int *size, const gnutls_datum_t *data, int format, unsigned int flags);
+void gnutls_x509_crt_deinit(gnutls_x509_crt_t cert);
+int gnutls_x509_crt_export2(gnutls_x509_crt_t cert, int format, gnutls_datum_t *out);
+void gnutls_certificate_get_trust_list(gnutls_certificate_credentials_t res, gnutls_x509_trust_list_t *tlist);
+int gnutls_x509_trust_list_verify_crt2(gnutls_x509_trust_list_t list, gnutls_x509_crt_t *cert_list, unsigned int cert_list_size, gnutls_typed_vdata_st *data, unsigned int elements, unsigned int flags, unsigned int *voutput, gnutls_verify_output_function func);
+int gnutls_x509_trust_list_get_issuer(gnutls_x509_trust_list_t list, gnutls_x509_crt_t cert, gnutls_x509_crt_t *issuer, unsigned int flags);
+
 /* [debug] tls= (quichsd.tls.debuglog) */
 void gnutls_global_set_log_level(int level);
 void gnutls_global_set_log_function(void (*log_func)(int, const char *));

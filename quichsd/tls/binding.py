@@ -138,20 +138,38 @@ class CertificateCredentials:
                 ),
                 "loading certificate and private key",
             )
-        if trust is not None:
-            n = check(
-                lib.gnutls_certificate_set_x509_trust_mem(self.ptr, _datum(trust), _format(trust)),
-                "loading trust anchors",
-            )
-            if n == 0:
-                raise TlsSetupError("the trust store holds no certificate")
+        if trust is not None and check(self.add_trust(trust), "loading trust anchors") == 0:
+            raise TlsSetupError("the trust store holds no certificate")
         if system_trust:
             check(lib.gnutls_certificate_set_x509_system_trust(self.ptr), "loading system trust")
         if crl is not None:
-            check(
-                lib.gnutls_certificate_set_x509_crl_mem(self.ptr, _datum(crl), _format(crl)),
-                "loading CRL",
-            )
+            check(self.add_crl(crl), "loading CRL")
+
+    def add_trust(self, trust: bytes) -> int:
+        """Adds the anchors in ``trust`` (PEM or DER): how many, or GnuTLS's error (< 0)."""
+        return int(
+            lib.gnutls_certificate_set_x509_trust_mem(self.ptr, _datum(trust), _format(trust))
+        )
+
+    def add_crl(self, crl: bytes) -> int:
+        """Adds the CRLs in ``crl`` (PEM or DER): how many, or GnuTLS's error (< 0)."""
+        return int(lib.gnutls_certificate_set_x509_crl_mem(self.ptr, _datum(crl), _format(crl)))
+
+
+def _private_key(key: bytes) -> tuple[Any, str | None]:
+    """``key`` (PEM/DER) as GnuTLS loads a configured key, or why it cannot."""
+    holder = ffi.new("gnutls_privkey_t *")
+    check(lib.gnutls_privkey_init(holder), "allocating a private key")
+    privkey = ffi.gc(holder[0], lib.gnutls_privkey_deinit)
+    rc = lib.gnutls_privkey_import_x509_raw(privkey, _datum(key), _format(key), ffi.NULL, 0)
+    if rc < 0:
+        return None, f"GnuTLS cannot load the key: {gnutls_strerror(rc)}"
+    return privkey, None
+
+
+def key_load_error(key: bytes) -> str | None:
+    """Why GnuTLS cannot load ``key`` (PEM/DER, no password), or None if it can."""
+    return _private_key(key)[1]
 
 
 def sign_test(key: bytes, scheme: str) -> str | None:
@@ -160,12 +178,9 @@ def sign_test(key: bytes, scheme: str) -> str | None:
     algo = lib.gnutls_sign_get_id(scheme.encode())
     if algo <= 0:
         return f"this GnuTLS does not know the scheme {scheme}"
-    holder = ffi.new("gnutls_privkey_t *")
-    check(lib.gnutls_privkey_init(holder), "allocating a private key")
-    privkey = ffi.gc(holder[0], lib.gnutls_privkey_deinit)
-    rc = lib.gnutls_privkey_import_x509_raw(privkey, _datum(key), _format(key), ffi.NULL, 0)
-    if rc < 0:
-        return f"GnuTLS cannot load the key: {gnutls_strerror(rc)}"
+    privkey, why = _private_key(key)
+    if why is not None:
+        return why
     signature = ffi.new("gnutls_datum_t *")
     rc = lib.gnutls_privkey_sign_data2(privkey, algo, 0, _datum(b"quichsd check"), signature)
     if rc < 0:
