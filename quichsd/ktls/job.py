@@ -24,13 +24,10 @@ from quichsd.daemon import handler, keyring
 from quichsd.daemon.handler import JobRefused
 from quichsd.daemon.identities import peer_subject, remote_auth
 from quichsd.daemon.protocol import Job, Outcome
+from quichsd.ktls.aio import run_tcp_handshake
+from quichsd.ktls.handshake import Installer, TcpHandshakeResult
 from quichsd.ktls.install import install_ktls
-from quichsd.ktls.session import (
-    Installer,
-    TcpCredentials,
-    TcpHandshakeResult,
-    run_tcp_handshake,
-)
+from quichsd.ktls.session import TcpCredentials
 from quichsd.tls import AuthMode, Role
 
 #: What hands a finished session to the kernel; tests on kernels without kTLS replace it.

@@ -32,7 +32,9 @@ from functools import partial
 from pathlib import Path
 
 from quichsd.ktls.abi import SOL_TLS, TLS_GET_RECORD_TYPE, TLS_RX, TLS_TX, ContentType, CryptoInfo
-from quichsd.ktls.session import TcpCredentials, TcpHandshakeResult, run_tcp_handshake
+from quichsd.ktls.aio import run_tcp_handshake
+from quichsd.ktls.handshake import TcpHandshakeResult
+from quichsd.ktls.session import TcpCredentials
 from quichsd.ktls.soft import RecordLayer, split_records
 from quichsd.tls import AuthMode, CertificateCredentials, Role, gnutls_version
 from quichsd.tls.levels import CIPHER_SUITE_NAMES

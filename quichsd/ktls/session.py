@@ -1,36 +1,26 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""A TLS 1.3 handshake on a TCP socket with GnuTLS, driven from asyncio, then kTLS.
+"""One GnuTLS session on a TCP socket's fd: the TLS 1.3 handshake that precedes kTLS.
 
-``TcpTlsSession`` is one GnuTLS session on the socket's fd: it sends and
-receives with ``MSG_DONTWAIT`` (the socket's file belongs to a kernel
-consumer, so its O_NONBLOCK flag is not ours to change), and each
-``step()`` returns ``GNUTLS_E_AGAIN`` instead of blocking.  ``run_tcp_handshake``
-waits between steps with ``loop.add_reader``/``add_writer`` as
-``gnutls_record_get_direction()`` says, so one worker runs many handshakes at
-once.  Then the keys go to the kernel (``install.py``).
-
-tlshd's order (ktls-abi.md §3): TCP_NODELAY on for the handshake and restored
-after it whatever happened; on success, no kTLS unless GnuTLS's record state
-can be handed over whole; statuses per ktls-abi.md §7.
+``TcpTlsSession`` sends and receives with ``MSG_DONTWAIT`` (the socket's file
+belongs to a kernel consumer, so its O_NONBLOCK flag is not ours to change),
+and each ``step()`` returns ``GNUTLS_E_AGAIN`` instead of blocking; it never
+waits.  ``handshake.py`` runs it in tlshd's order, ``aio.py`` waits between its
+steps, and ``install.py`` hands the keys to the kernel: on success, no kTLS
+unless GnuTLS's record state can be handed over whole (statuses per
+ktls-abi.md §7).
 """
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import ipaddress
 import logging
-import socket
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from quichsd.ktls.abi import (
     GNUTLS_TO_KTLS,
     INSTALLABLE,
-    SOL_TCP,
-    TCP_NODELAY,
     TLS_1_2_VERSION,
     TLS_1_3_VERSION,
     CryptoInfo,
@@ -38,13 +28,7 @@ from quichsd.ktls.abi import (
     crypto_info_from_state,
     payload_limit,
 )
-from quichsd.ktls.install import (
-    InstallReport,
-    KtlsInstallError,
-    KtlsMaterial,
-    SockoptTarget,
-    install_ktls,
-)
+from quichsd.ktls.install import KtlsInstallError, KtlsMaterial, SockoptTarget
 from quichsd.ktls.priority import PriorityKind, priority_cache, psk_kind
 from quichsd.tls import AuthMode, CertificateCredentials, PskClientCredentials, Role
 from quichsd.tls._gnutls import ffi, lib
@@ -62,14 +46,12 @@ from quichsd.tls.failures import (
     errno_for_peer_alert,
     verify_status_text,
 )
-from quichsd.tls.levels import CIPHER_SUITE_NAMES
 
 log = logging.getLogger(__name__)
 
-_AGAIN = frozenset({lib.GNUTLS_E_AGAIN, lib.GNUTLS_E_INTERRUPTED})
+#: ``step()`` returns that mean "wait for the socket, then step again".
+AGAIN = frozenset({lib.GNUTLS_E_AGAIN, lib.GNUTLS_E_INTERRUPTED})
 _VERSIONS = {int(lib.GNUTLS_TLS1_3): TLS_1_3_VERSION, int(lib.GNUTLS_TLS1_2): TLS_1_2_VERSION}
-#: Non-fatal returns other than EAGAIN (warning alerts) tolerated before giving up.
-MAX_NONFATAL = 16
 _MAX_TIMEOUT_MS = 0xFFFFFFFE
 #: Socket errors that mean the peer reset the connection (EPIPE: after its FIN); the
 #: statuses sent for each ending are tabled in docs/errno.md.
@@ -415,198 +397,11 @@ def pending_application_data(session: Any) -> int:
     return int(lib.gnutls_record_check_pending(session))
 
 
-# -- the asyncio shell -------------------------------------------------------------------
-
-
-@dataclass
-class TcpHandshakeResult:
-    """How one TCP handshake ended; ``status`` is what DONE carries (0 or a positive errno)."""
-
-    role: Role
-    status: int
-    reason: str = ""
-    completion: TcpCompletion | None = None
-    installed: InstallReport | None = None
-    alert_received: int | None = None
-    alert_sent: int | None = None
-    duration: float = 0.0
-    #: Why handing the session to the kernel failed (status EIO), if it did.
-    ktls_error: KtlsInstallError | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == 0
-
-    @property
-    def cipher(self) -> int:
-        return self.completion.cipher if self.completion else 0
-
-    @property
-    def material(self) -> KtlsMaterial | None:
-        return self.completion.material if self.completion else None
-
-    def summary(self) -> str:
-        done = self.completion
-        if not self.ok:
-            return f"{self.reason} (errno {self.status})"
-        assert done is not None
-        suite = CIPHER_SUITE_NAMES.get(done.cipher, str(done.cipher))
-        where = "kTLS installed" if self.installed else "kTLS not installed"
-        return f"TLS 1.3 {suite} over TCP, {where}, {self.duration * 1000:.1f} ms"
-
-
-Installer = Callable[[SockoptTarget, KtlsMaterial], InstallReport]
-
-
-def _connected(fd: int) -> bool:
-    """Whether the socket has a peer (a never-connected TCP socket would make the first
-    send fail with EPIPE, which reads like a reset)."""
-    borrowed = socket.socket(fileno=fd)
-    try:
-        borrowed.getpeername()
-    except OSError as exc:
-        return exc.errno != errno.ENOTCONN
-    finally:
-        borrowed.detach()  # the fd stays the caller's
-    return True
-
-
-def _get_nodelay(sock: TcpSocket) -> int:
-    try:
-        return int(sock.getsockopt(SOL_TCP, TCP_NODELAY))
-    except OSError:
-        return 0  # tlshd: assume off
-
-
-def _set_nodelay(sock: TcpSocket, value: int) -> None:
-    try:
-        sock.setsockopt(SOL_TCP, TCP_NODELAY, value)
-    except OSError as exc:
-        log.debug("TCP_NODELAY=%d: %s", value, exc)
-
-
-async def _wait(loop: asyncio.AbstractEventLoop, fd: int, write: bool, timeout: float) -> bool:
-    """Until ``fd`` is readable (writable); False when ``timeout`` passes first."""
-    ready: asyncio.Future[None] = loop.create_future()
-
-    def wake() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    add, remove = (
-        (loop.add_writer, loop.remove_writer)
-        if write
-        else (
-            loop.add_reader,
-            loop.remove_reader,
-        )
-    )
-    add(fd, wake)
-    try:
-        await asyncio.wait_for(ready, timeout)
-    except TimeoutError:
-        return False
-    finally:
-        remove(fd)
-    return True
-
-
-async def _drive(session: TcpTlsSession, fd: int, deadline: float) -> int | None:
-    """Runs the handshake: 0, a fatal GnuTLS code, or None when the deadline passed."""
-    loop = asyncio.get_running_loop()
-    nonfatal = 0
-    while True:
-        rc = session.step()
-        if rc == 0:
-            return 0
-        if rc in _AGAIN:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not await _wait(loop, fd, session.wants_write(), remaining):
-                return None
-            continue
-        if not lib.gnutls_error_is_fatal(rc) and nonfatal < MAX_NONFATAL:
-            nonfatal += 1
-            alert = session.received_alert(rc)
-            log.debug("TCP handshake: %s (alert %s), continuing", gnutls_strerror(rc), alert)
-            continue
-        return rc
-
-
-async def run_tcp_handshake(
-    sock: TcpSocket,
-    role: Role,
-    credentials: TcpCredentials,
-    timeout: float,
-    *,
-    install: Installer | None = install_ktls,
-    ciphers: tuple[int, ...] | None = None,
-    record_size_limit: int | None = None,
-) -> TcpHandshakeResult:
-    """The TLS handshake on a connected TCP socket, then kTLS on it (unless ``install`` is None).
-
-    ``ciphers`` narrows the kTLS ciphers offered (kTLS numbers 51..54) and
-    ``record_size_limit`` advertises a receive limit (RFC 8449): both for tests
-    and the self-test; the defaults are the system's ciphers and no limit.
-    """
-    started = time.monotonic()
-    deadline = started + timeout
-    result = TcpHandshakeResult(role, errno.EIO)
-    if not _connected(sock.fileno()):
-        # Not a peer that went away: nothing was ever there (docs/errno.md).
-        result.status, result.reason = errno.ENOTCONN, f"{role.value} TCP handshake: not connected"
-        return result
-    saved_nodelay = _get_nodelay(sock)
-    _set_nodelay(sock, 1)
-    session: TcpTlsSession | None = None
-    try:
-        session = TcpTlsSession(
-            sock.fileno(),
-            role,
-            credentials,
-            timeout=timeout,
-            ciphers=ciphers,
-            record_size_limit=record_size_limit,
-        )
-        rc = await _drive(session, sock.fileno(), deadline)
-        result.alert_sent = session.sent_alert
-        if rc is None:
-            result.status, result.reason = errno.ETIMEDOUT, f"no handshake within {timeout:g} s"
-        elif rc < 0:
-            result.alert_received = session.received_alert(rc)
-            result.status, result.reason = session.failure(rc)
-        else:
-            result.completion = session.completion()
-            result.status = 0
-    except KtlsInstallError as exc:
-        result.ktls_error = exc
-        result.status, result.reason = errno.EIO, f"kTLS: {exc.strerror}"
-    except TlsSetupError as exc:
-        result.status = exc.errno or errno.EIO
-        result.reason = f"setting up: {exc.strerror}"
-    finally:
-        if session is not None:
-            session.close()
-        _set_nodelay(sock, saved_nodelay)
-    if result.ok and install is not None:
-        assert result.completion is not None
-        try:
-            result.installed = install(sock, result.completion.material)
-        except KtlsInstallError as exc:
-            result.ktls_error = exc
-            result.status, result.reason = errno.EIO, f"kTLS: {exc.strerror}"
-    result.duration = time.monotonic() - started
-    if not result.ok:
-        result.reason = f"{role.value} TCP handshake: {result.reason}"
-    return result
-
-
 __all__ = [
-    "MAX_NONFATAL",
-    "Installer",
+    "AGAIN",
     "TcpCompletion",
     "TcpCredentials",
-    "TcpHandshakeResult",
     "TcpSocket",
     "TcpTlsSession",
-    "run_tcp_handshake",
+    "pending_application_data",
 ]
