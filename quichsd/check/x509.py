@@ -111,10 +111,12 @@ def _check_trust_file(label: str, path: Path) -> Check:
         return Check(label, "fail", f"{path}: not PEM/DER certificates ({exc})", "replace it")
     if not certs:
         return Check(label, "fail", f"{path}: no certificates", "put the trusted CAs in it")
-    loaded = CertificateCredentials().add_trust(data)
-    if loaded <= 0:
-        why = TlsSetupError("GnuTLS cannot load it", loaded if loaded < 0 else None).strerror
+    loaded = CertificateCredentials().add_trust(data)  # as the worker loads it
+    if loaded < 0:
+        why = TlsSetupError("GnuTLS cannot load it", loaded).strerror
         return Check(label, "fail", f"{path}: {why}", "replace it")
+    if loaded == 0:
+        return Check(label, "fail", f"{path}: GnuTLS finds no certificate in it", "replace it")
     counted = f"{path}: {len(certs)} certificate{'s' * (len(certs) != 1)}"
     if notes:
         return Check(label, "warn", f"{counted}; one {notes[0]}", "replace that certificate")
@@ -245,7 +247,8 @@ def _check_chain(
     try:
         verdict = verify_chain(chain, credentials_trusting(anchors, crls))
     except TlsSetupError as exc:
-        return Check(chain_label, "fail", f"GnuTLS cannot read the chain: {exc.strerror}", "")
+        why = f"GnuTLS cannot read the chain: {exc.strerror}"
+        return Check(chain_label, "fail", why, "replace the certificate file")
     chained, why = describe_chain(verdict, env.now())
     if chained:
         return Check(chain_label, "ok", why)
