@@ -344,7 +344,8 @@ def _kernel_takes_as_asymmetric_key(der: bytes) -> bool:
 
 
 def test_client_x509_against_aioquic(rig: DaemonRig, peer_server: PeerServer, pki: Pki) -> None:
-    """X.509 client, trust from [authenticate.client] x509.truststore; peer identities per §9."""
+    """X.509 client, trust from [authenticate.client] x509.truststore; peer identities per
+    docs/kernel-abi.md §REMOTE-AUTH."""
     request = rig.client_request(peer_server.address, "x509", peername=SERVER_NAME)
     status, remote_auth, _ = done_within(request, WAIT)
     assert status == 0, rig.log()
@@ -484,7 +485,7 @@ def test_psk_both_roles(rig: DaemonRig) -> None:
         # The server found the key by the identity in the ClientHello: its serial.
         assert server_auth == [serial]
         # The client reports the key it used, as tlshd's TCP client does (tlshd's QUIC
-        # client reports none, handshake-netlink.md §9).
+        # client reports none, docs/kernel-abi.md §REMOTE-AUTH).
         assert client_auth == [serial]
         echo = threading.Thread(target=serve_echo, args=(server.sock,))
         echo.start()

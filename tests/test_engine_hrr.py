@@ -5,7 +5,7 @@ A client sends key shares only for the first group(s) of its list; a server that
 takes none of them but shares a group with the client's supported_groups answers
 with a HelloRetryRequest (RFC 8446 §4.1.4).  ALPN, transport parameters and the
 PSK binder then come from the second ClientHello, and early data offered in the
-first is refused (§4.2.10) while the handshake goes on.
+first is refused (RFC 8446 §4.2.10) while the handshake goes on.
 """
 
 from __future__ import annotations

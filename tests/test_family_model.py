@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """End to end over the userspace family model: HandshakeFamily as the agent,
-FamilyModel as the kernel and its consumers (handshake-netlink.md §7, §11, §14)."""
+FamilyModel as the kernel and its consumers (docs/kernel-abi.md §ACCEPT, §TIMEOUTS and §PROBE)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,11 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """kTLS ABI: crypto_info layouts byte by byte, key material mapping, priorities, install order.
 
-Layouts and offsets are the tables of ../shared/spec/ktls-abi.md §1-§2 and §4;
-the install sequence is §3 step 5 with the quiet record-size fallback; the
-priority strings are §5.  Installing runs against a fake setsockopt.
+Layouts and offsets are the tables of
+docs/kernel-abi.md §KTLS-CONSTANTS, §KTLS-STRUCTS and §KTLS-KEYS;
+the install sequence is docs/kernel-abi.md §KTLS-SEQUENCE with the quiet record-size fallback; the
+priority strings are docs/tlshd-compat.md §TCP-PRIORITIES.  Installing runs against a fake
+setsockopt.
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ def test_wrong_sizes_are_refused() -> None:
         CryptoInfo(TLS_1_3_VERSION, 99, IV, KEY16, SALT, SEQ)
 
 
-# -- key material (spec §4) ------------------------------------------------------------------
+# -- key material (docs/kernel-abi.md §KTLS-KEYS) --------------------------------------------------
 
 
 def test_tls13_aes_splits_the_static_iv() -> None:
@@ -174,7 +176,7 @@ def test_payload_limit_from_record_size_limit(
     assert payload_limit(version, peer_limit) == expected
 
 
-# -- priorities (spec §5) ------------------------------------------------------------------
+# -- priorities (docs/tlshd-compat.md §TCP-PRIORITIES) ---------------------------------------------
 
 BASE = "-COMP-ALL:-VERS-ALL:+VERS-TLS1.3:%NO_TICKETS"
 
@@ -232,7 +234,7 @@ def test_nvme_identity_with_unknown_hash_is_eio() -> None:
     assert info.value.errno == errno.EIO
 
 
-# -- installing (spec §3 step 5) with a fake setsockopt ---------------------------------------
+# -- installing (docs/kernel-abi.md §KTLS-SEQUENCE) with a fake setsockopt -------------------------
 
 
 class FakeSocket:

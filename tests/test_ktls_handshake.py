@@ -5,7 +5,8 @@ Both ends run GnuTLS on non-blocking sends/receives driven by one asyncio
 loop.  The extracted kTLS material is checked without kernel TLS: one end's
 TX must equal the other's RX, and records sealed with one end's TX crypto_info
 by the software record layer must open with the other's RX crypto_info.
-Statuses follow ktls-abi.md §7; the server's access_denied follows §8.
+Statuses follow docs/tlshd-compat.md §TCP-STATUS; the server's access_denied follows
+docs/tlshd-compat.md §TCP-ALERTS.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 """The daemon's TCP jobs: ``handler.run_job`` with transport "tcp" on real loopback sockets.
 
 Credentials come from configuration files or keyring serials, as for QUIC;
-REMOTE_AUTH follows handshake-netlink.md §9 for TCP.  kTLS itself is replaced
+REMOTE_AUTH follows docs/kernel-abi.md §REMOTE-AUTH for TCP.  kTLS itself is replaced
 by a recorder where the test is about the handshake (this host has no kTLS);
 one test keeps the real installer and expects EIO with the kernel's reason.
 """

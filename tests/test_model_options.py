@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""The socket model's option semantics and refusals (spec §1.6, §3, §4.1, §5).
+"""The socket model's option semantics and refusals
+(docs/kernel-abi.md §QUIC-OPTIONS, §QUIC-HANDSHAKE-IO and §QUIC-SECRETS).
 
 Most checks need no peer handshake: a client connected to a model listener is
 ESTABLISHING, which is where the agent works.

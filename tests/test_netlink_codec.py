@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""Codec tests: the byte layouts of handshake-netlink.md §15, reproduced exactly.
+"""Codec tests: the byte layouts of docs/kernel-abi.md §WIRE, reproduced exactly.
 
 Encoding goes through pyroute2's message classes (``quichsd.netlink.messages``);
 decoding through the strict parsers of ``quichsd.netlink.requests``.

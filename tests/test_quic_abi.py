@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""The QUIC socket ABI layer against the layouts in ../shared/spec/quic-socket-abi.md.
+"""The QUIC socket ABI layer against the layouts in docs/kernel-abi.md.
 
 Offsets are checked by packing distinct values and reading each field back
 from its byte slice in host order; on little-endian hosts a few structs are

@@ -2,8 +2,8 @@
 """Inside a worker: one job → credentials → the QUIC handshake → an Outcome.
 
 Authentication material comes from the kernel keyring serials in the request,
-else from the configuration files, as tlshd does (tlshd-behaviour.md §7).
-Peer identities for DONE follow tlshd (handshake-netlink.md §9).
+else from the configuration files, as tlshd does (docs/tlshd-compat.md §CREDENTIALS).
+Peer identities for DONE follow tlshd (docs/kernel-abi.md §REMOTE-AUTH).
 """
 
 from __future__ import annotations

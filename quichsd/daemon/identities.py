@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""Who the peer was, as DONE reports it (handshake-netlink.md §9) and logs name it.
+"""Who the peer was, as DONE reports it (docs/kernel-abi.md §REMOTE-AUTH) and logs name it.
 
 Shared by the QUIC and the TCP paths: both reduce a finished handshake to its
 peer certificate chain (DER) or PSK identity.

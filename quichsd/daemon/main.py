@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """``quichsd serve``: tlshd's job, in the foreground, with tlshd's options.
 
-Start-up order follows tlshd (tlshd-behaviour.md §3) with two deliberate
+Start-up order follows tlshd (docs/tlshd-compat.md §STARTUP) with two deliberate
 differences: a kernel without the handshake family is an error (exit 1, not
 tlshd's 0, so systemd shows the failure), and the optional DONE attributes
 are probed by reading the kernel's answer.

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The kernel TLS (kTLS) socket ABI: constants and ``tls12_crypto_info_*`` packing.
 
-Everything here follows ../shared/spec/ktls-abi.md §1-§2 and §4: the option
+Everything here follows docs/kernel-abi.md §KTLS-CONSTANTS, §KTLS-STRUCTS and §KTLS-KEYS: the option
 numbers of ``linux/tls.h``, the per-cipher struct layouts (byte strings, no
 padding; the two 16-bit header fields in host order), and how GnuTLS's record
 state (static IV, key, sequence number) maps onto those fields for TLS 1.3
@@ -62,7 +62,7 @@ class KtlsCipher(IntEnum):
 
 @dataclass(frozen=True)
 class CipherLayout:
-    """Field sizes of one cipher's crypto_info struct (spec §1.1)."""
+    """Field sizes of one cipher's crypto_info struct (docs/kernel-abi.md §KTLS-CONSTANTS)."""
 
     iv: int
     key: int
@@ -98,7 +98,7 @@ INSTALLABLE = frozenset(
     }
 )
 
-#: ``gnutls_cipher_algorithm_t`` → kTLS cipher (spec §4).
+#: ``gnutls_cipher_algorithm_t`` → kTLS cipher (docs/kernel-abi.md §KTLS-KEYS).
 GNUTLS_TO_KTLS: dict[int, KtlsCipher] = {
     10: KtlsCipher.AES_GCM_128,  # GNUTLS_CIPHER_AES_128_GCM
     11: KtlsCipher.AES_GCM_256,  # GNUTLS_CIPHER_AES_256_GCM
@@ -183,7 +183,8 @@ class CryptoInfo:
 def crypto_info_from_state(
     version: int, cipher: int, iv: bytes, key: bytes, seq: bytes
 ) -> CryptoInfo:
-    """kTLS crypto_info from GnuTLS's ``gnutls_record_get_state()`` output (spec §4 table).
+    """kTLS crypto_info from GnuTLS's ``gnutls_record_get_state()`` output
+    (docs/kernel-abi.md §KTLS-KEYS table).
 
     TLS 1.3: ``iv`` is the 12-byte static IV; AES ciphers split it into salt
     (bytes 0..3) and iv (4..11), ChaCha20 takes all 12.  TLS 1.2: AES-GCM/CCM
@@ -214,7 +215,7 @@ def payload_limit(version: int, peer_record_limit: int | None) -> int:
     """TLS_TX_MAX_PAYLOAD_LEN for a peer's RFC 8449 record_size_limit (None: not sent).
 
     The extension counts TLS 1.3's inner content-type byte, the kernel's
-    option does not: one less under TLS 1.3 (spec §3 step 5.2, §6).
+    option does not: one less under TLS 1.3 (docs/kernel-abi.md §KTLS-RECORD-SIZE).
     """
     if not peer_record_limit:
         return MAX_PLAINTEXT

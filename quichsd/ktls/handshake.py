@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """``TcpHandshake``: one TLS-over-TCP handshake in tlshd's order, without waiting of its own.
 
-tlshd's order (ktls-abi.md §3): the socket must have a peer; TCP_NODELAY on
+tlshd's order (docs/kernel-abi.md §KTLS-SEQUENCE): the socket must have a peer; TCP_NODELAY on
 for the handshake and restored after it whatever happened; GnuTLS's handshake
 (``session.py``); on success the keys to the kernel (``install.py``).  Every
 ending sets ``result`` once, with the status DONE carries (docs/errno.md).

@@ -1,15 +1,15 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Hands a finished TLS session to the kernel: TCP_ULP, record size, TX then RX.
 
-The sequence of ../shared/spec/ktls-abi.md §3 step 5, with one deliberate
+The sequence of docs/kernel-abi.md §KTLS-SEQUENCE, with one deliberate
 difference: a kernel without ``TLS_TX_MAX_PAYLOAD_LEN`` (ENOPROTOOPT) is not a
 failure when the peer asked for no limit below the kernel's default of 16384
-(tlshd 1.4.0 fails every handshake there, tlshd-behaviour.md §16).  A peer
+(tlshd 1.4.0 fails every handshake there, docs/tlshd-compat.md §DEFECTS).  A peer
 that did ask for smaller records cannot be served by such a kernel: EIO.
 
 Any failure is an EIO for DONE; the socket may be left with the ULP attached
 and not (fully) keyed, which is why the consumer closes it on a non-zero
-status (spec §9).
+status (docs/kernel-abi.md §KTLS-SEQUENCE).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def _errname(code: int) -> str:
 
 
 def describe(step: str, code: int) -> str:
-    """Why a kTLS step failed, in words (tlshd's classes, ktls-abi.md §7)."""
+    """Why a kTLS step failed, in words (tlshd's classes, docs/tlshd-compat.md §TCP-STATUS)."""
     name = _errname(code)
     if step.startswith("TCP_ULP") and code == errno.ENOENT:
         return f"kernel has no kTLS ({step}: {name})"

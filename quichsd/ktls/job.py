@@ -3,12 +3,12 @@
 
 Credentials come from the keyring serials in the request, else from the
 configuration files, through the same helpers as QUIC (``daemon.handler``).
-REMOTE_AUTH follows handshake-netlink.md §9 for TCP: a client with X.509
+REMOTE_AUTH follows docs/kernel-abi.md §REMOTE-AUTH for TCP: a client with X.509
 reports one ``asymmetric`` key per server certificate, a PSK client the
 serial of its PSK, an X.509 server 0xFFFFFFFF per client certificate, a PSK
 server the serial of the key its lookup found.
 
-Several PSK identities (tlshd-behaviour.md §7.3: "try each in turn while the
+Several PSK identities (docs/tlshd-compat.md §PSK-CLIENT: "try each in turn while the
 result is EACCES"): a failed TLS handshake cannot be retried on the same TCP
 connection (the peer has already answered or closed it), so only one
 handshake is attempted.  Identities whose key cannot be read are skipped;

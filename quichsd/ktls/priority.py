@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""GnuTLS priorities for TLS over TCP, as tlshd builds them (ktls-abi.md §5).
+"""GnuTLS priorities for TLS over TCP, as tlshd builds them (docs/tlshd-compat.md §TCP-PRIORITIES).
 
 Appended to the system default priority (``gnutls_priority_init2`` with
 ``GNUTLS_PRIORITY_INIT_DEF_APPEND``), so the distribution's crypto policy
@@ -35,7 +35,7 @@ class PriorityKind(Enum):
 
 _SHA256_CIPHERS = frozenset({KtlsCipher.AES_GCM_128, KtlsCipher.AES_CCM_128})
 # ChaCha20-Poly1305 lands here although its TLS 1.3 suite hashes with SHA-256:
-# upstream tlshd does so (ktls-abi.md §5, intent unconfirmed).
+# upstream tlshd does so (docs/tlshd-compat.md §TCP-PRIORITIES, intent unconfirmed).
 _SHA384_CIPHERS = frozenset({KtlsCipher.AES_GCM_256, KtlsCipher.CHACHA20_POLY1305})
 
 
@@ -87,7 +87,7 @@ _NVME_IDENTITY = re.compile(rb"NVMe[0-9].([0-9]{2}) ")
 
 
 def psk_kind(identity: bytes, key_length: int) -> PriorityKind:
-    """Which list a client PSK handshake uses (ktls-abi.md §5.3, tlshd-behaviour.md §7.3).
+    """Which list a client PSK handshake uses (docs/tlshd-compat.md §TCP-PRIORITIES, §PSK-CLIENT).
 
     An NVMe/TCP identity (``NVMe<d><c><hh> ...``) names its hash: 01 SHA-256,
     02 SHA-384, anything else is refused (EIO, no handshake).  Other identities

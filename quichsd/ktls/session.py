@@ -7,7 +7,7 @@ and each ``step()`` returns ``GNUTLS_E_AGAIN`` instead of blocking; it never
 waits.  ``handshake.py`` runs it in tlshd's order, ``aio.py`` waits between its
 steps, and ``install.py`` hands the keys to the kernel: on success, no kTLS
 unless GnuTLS's record state can be handed over whole (statuses per
-ktls-abi.md §7).
+docs/tlshd-compat.md §TCP-STATUS).
 """
 
 from __future__ import annotations

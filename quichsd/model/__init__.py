@@ -24,7 +24,7 @@ Packets are real QUIC v1/v2 on UDP over 127.0.0.1 (only), one background
 thread per client socket or listener, so either side can talk to an
 unmodified QUIC stack such as aioquic.
 
-Emulated, with the kernel's semantics (``shared/spec/quic-socket-abi.md``):
+Emulated, with the kernel's semantics (docs/kernel-abi.md):
 
 * States CLOSED -> ESTABLISHING (``connect``/``accept``) -> ESTABLISHED (both
   1-RTT keys installed) -> CLOSED (either side closed); LISTENING listeners.

@@ -6,7 +6,7 @@ serves ``quichsd.netlink.channel.ModelChannel`` connections (AF_UNIX SOCK_SEQPAC
 the same netlink bytes as a real NETLINK_GENERIC socket) from a thread, and offers
 tests the kernel-consumer API (``submit`` / ``RequestHandle.wait`` / ``cancel``).
 
-Behaviour modelled (``shared/spec/handshake-netlink.md``):
+Behaviour modelled (docs/kernel-abi.md):
 
 * nlctrl GETFAMILY by name or id (ENOENT when ``family_present=False``; also for any
   message to the family id then), dump, NEWFAMILY reply with version 1, ops and the

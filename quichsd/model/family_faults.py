@@ -6,7 +6,7 @@ A fault applies to the next ACCEPT that finds a pending request (``FamilyModel.
 inject_accept_fault``).  ``error`` plays the kernel failing to install the fd
 (EMFILE when the agent's fd table is full): the kernel completes that request
 with EIO itself and returns the errno, and it sends no further READY for the
-requests still queued (handshake-netlink.md §5, step 6).  The other fields mangle
+requests still queued (docs/kernel-abi.md §ACCEPT).  The other fields mangle
 the reply: which SOCKFD attributes it carries (``PLACEHOLDER`` is the fd that
 comes with the reply, as ``ModelChannel`` installs it), attributes left out,
 and whether an fd comes with it at all.

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""setsockopt/getsockopt at SOL_QUIC with the kernel's checks (spec §1.6, §3).
+"""setsockopt/getsockopt at SOL_QUIC with the kernel's checks (docs/kernel-abi.md §QUIC-OPTIONS).
 
 Each handler takes the socket's ``Session`` (a listener has one too, in the
 LISTENING state) and is called with the session's lock held.

@@ -37,7 +37,7 @@ sockets and the keys, also when a test fails.  Everything is on 127.0.0.1.
 
 Peer X.509 keys: a client X.509 handshake makes the daemon add one
 ``asymmetric`` key per server certificate to the *user* keyring
-(handshake-netlink.md §9).  The rig unlinks those it sees in REMOTE_AUTH
+(docs/kernel-abi.md §REMOTE-AUTH).  The rig unlinks those it sees in REMOTE_AUTH
 when it closes.
 
 Use::

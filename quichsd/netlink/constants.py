@@ -2,7 +2,7 @@
 """Numbers of the kernel's ``handshake`` generic-netlink family and of netlink itself.
 
 Kept in one place so the codec, the daemon and the userspace family model agree on
-every number; values follow ``shared/spec/handshake-netlink.md`` §1–§4 and §15.
+every number; values follow docs/kernel-abi.md §FAMILY, §COMMANDS, §ATTRIBUTES and §WIRE.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ GENL_CMD_CAP_HASPOL: Final = 0x08
 
 
 class Command(enum.IntEnum):
-    """``handshake`` family commands (spec §2)."""
+    """``handshake`` family commands (docs/kernel-abi.md §COMMANDS)."""
 
     READY = 1
     ACCEPT = 2
@@ -61,7 +61,8 @@ class Command(enum.IntEnum):
 
 
 class HandlerClass(enum.IntEnum):
-    """Who serves a request; the multicast group index equals the class (spec §3.1)."""
+    """Who serves a request; the multicast group index equals the class
+    (docs/kernel-abi.md §COMMANDS)."""
 
     NONE = 0
     TLSHD = 1
@@ -69,7 +70,7 @@ class HandlerClass(enum.IntEnum):
 
 
 class MessageType(enum.IntEnum):
-    """Role the agent plays in the handshake (spec §3.2)."""
+    """Role the agent plays in the handshake (docs/kernel-abi.md §COMMANDS)."""
 
     UNSPEC = 0
     CLIENTHELLO = 1
@@ -77,7 +78,7 @@ class MessageType(enum.IntEnum):
 
 
 class AuthMode(enum.IntEnum):
-    """Authentication mode requested by the kernel consumer (spec §3.3)."""
+    """Authentication mode requested by the kernel consumer (docs/kernel-abi.md §COMMANDS)."""
 
     UNSPEC = 0
     UNAUTH = 1
@@ -107,7 +108,8 @@ class X509Attr(enum.IntEnum):
 
 
 class DoneAttr(enum.IntEnum):
-    """``done`` attribute set; TAG (4) exists only in ktls-utils (spec §4.3)."""
+    """``done`` attribute set; TAG (4) exists only in ktls-utils
+    (docs/kernel-abi.md §ATTRIBUTES)."""
 
     STATUS = 1
     SOCKFD = 2
@@ -119,7 +121,7 @@ class DoneAttr(enum.IntEnum):
 MAX_ERRNO: Final = 4095
 #: The kernel stores at most this many peer identities / remote-auth serials.
 MAX_PEER_IDS: Final = 5
-#: Remote-auth marker meaning "client presented a certificate" (spec §9).
+#: Remote-auth marker meaning "client presented a certificate" (docs/kernel-abi.md §REMOTE-AUTH).
 REMOTE_AUTH_MUTUAL: Final = 0xFFFFFFFF
-#: Tag string tlshd uses to probe TAG support (spec §14).
+#: Tag string tlshd uses to probe TAG support (docs/kernel-abi.md §PROBE).
 PROBE_TAG: Final = "__probe__"

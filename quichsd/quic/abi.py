@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Constants and byte layouts of the QUIC module's user ABI (x86_64, LP64).
 
-Source: ``../shared/spec/quic-socket-abi.md``.  Every struct integer is in host
+Source: docs/kernel-abi.md.  Every struct integer is in host
 byte order, so formats use ``=`` (native order, standard sizes, no implicit
 alignment) with the C compiler's padding written out as ``x``; the offsets are
 then exactly the spec's on any LP64 host.  ``check_native_layout`` (run at

@@ -2,7 +2,7 @@
 """Runs the handshake engine against a QUIC socket: our quic_*_handshake().
 
 ``QuicHandshake`` holds every ordering rule of the kernel procedure
-(../shared/spec/quic-socket-abi.md §7-§8) in one place and does no waiting of
+(docs/kernel-abi.md §QUIC-CLIENT and §QUIC-SERVER) in one place and does no waiting of
 its own: ``begin()``, then ``on_readable()`` whenever the socket is readable,
 ``on_tick()`` now and then, until ``result`` is set.  ``blocking.py`` and
 ``aio.py`` are the two shells that wait.

@@ -933,7 +933,7 @@ static gnutls_alert_description_t qd_tcp_cert_alert(unsigned status)
 /*
  * Verification with an alert the peer can read: once gnutls_handshake() has
  * failed the session refuses to write, so the alert goes out from here.
- * Server (tlshd-behaviour §8): the client was asked, not required, for a
+ * Server (docs/tlshd-compat.md §VERIFY): the client was asked, not required, for a
  * certificate; none is fine, a presented one must verify, else access_denied.
  * Client: the server must present a chain that verifies for verify_host.
  */

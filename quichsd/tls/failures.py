@@ -3,7 +3,7 @@
 
 The kernel consumers read the status: NFS treats EACCES and ETIMEDOUT
 specially, NVMe revokes a PSK on EKEYREJECTED.  The table follows tlshd where
-tlshd is right (../shared/spec/handshake-netlink.md §8).
+tlshd is right (docs/kernel-abi.md §STATUS).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 replies and NLMSG_ERROR acks decoded as ``netlink/family.py`` does.
 
 Expected: ``MalformedMessage`` (``MalformedRequest`` is one), the only error the
-parsers document for bytes off the wire.  Seeds: the spec's §15 layouts, as
+parsers document for bytes off the wire.  Seeds: docs/kernel-abi.md §WIRE layouts, as
 ``tests/test_netlink_codec.py`` reproduces them.
 """
 
