@@ -33,10 +33,10 @@ from cryptography.x509.oid import NameOID
 
 from quichsd.daemon import keyring
 from quichsd.daemon.config import ConfigError, DaemonConfig, X509Files, load_config
+from quichsd.quic.abi import IPPROTO_QUIC
 
 State = Literal["ok", "warn", "fail"]
 
-IPPROTO_QUIC = 261
 TCP_ULP = 31
 CAP_NET_ADMIN = 12
 SYSTEM_TRUST = (
