@@ -33,12 +33,12 @@ from cryptography.x509.oid import NameOID
 
 from quichsd.daemon import keyring
 from quichsd.daemon.config import ConfigError, DaemonConfig, X509Files, load_config
+from quichsd.daemon.privilege import CAP_NET_ADMIN
+from quichsd.ktls.abi import TCP_ULP
 from quichsd.quic.abi import IPPROTO_QUIC
 
 State = Literal["ok", "warn", "fail"]
 
-TCP_ULP = 31
-CAP_NET_ADMIN = 12
 SYSTEM_TRUST = (
     Path("/etc/ssl/certs/ca-certificates.crt"),  # Debian, Ubuntu
     Path("/etc/pki/tls/certs/ca-bundle.crt"),  # Fedora, RHEL

@@ -8,15 +8,17 @@ peer certificate chain (DER) or PSK identity.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Final
 
 from cryptography import x509
 
 from quichsd.daemon import keyring
 from quichsd.daemon.protocol import Job
+from quichsd.netlink.constants import REMOTE_AUTH_MUTUAL
 from quichsd.tls import AuthMode, Role
 
 #: REMOTE_AUTH marker for "the client authenticated with a certificate" (tlshd's -1).
-MUTUAL_AUTH_MARKER = 0xFFFFFFFF
+MUTUAL_AUTH_MARKER: Final = REMOTE_AUTH_MUTUAL
 
 
 def remote_auth(
