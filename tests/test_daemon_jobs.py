@@ -79,19 +79,24 @@ class _Done:
     psk_identity: bytes | None
 
 
+@dataclasses.dataclass(frozen=True)
+class _Ended:
+    status: int
+    reason: str = ""
+    duration: float = 0.0
+
+
 def test_an_outcome_reports_remote_auth_only_on_success(tmp_path: Path) -> None:
     job = dataclasses.replace(_job(tmp_path, AuthMode.PSK), role=Role.SERVER)
     done = _Done(52, (), b"client-id")
-    ok = common.finished(job, [0x1234], status=0, reason="", duration=0.5, done=done)
+    ok = common.finished(job, [0x1234], _Ended(0, duration=0.5), done)
     assert (ok.status, ok.remote_auth, ok.cipher) == (0, (0x1234,), Cipher.AES_256_GCM)
     assert (ok.peer, ok.alpn, ok.resumed, ok.duration) == ("psk:client-id", None, False, 0.5)
-    failed = common.finished(job, [0x1234], status=13, reason="denied", duration=0.1, done=done)
+    failed = common.finished(job, [0x1234], _Ended(13, "denied"), done)
     assert (failed.status, failed.remote_auth, failed.reason) == (13, (), "denied")
-    never = common.finished(job, [], status=110, reason="timed out", duration=1.0, done=None)
+    never = common.finished(job, [], _Ended(110, "timed out"), None)
     assert (never.cipher, never.peer, never.remote_auth) == (Cipher.ANY, None, ())
-    quic = common.finished(
-        job, [7], status=0, reason="", duration=0.0, done=done, alpn=b"smb\xff", resumed=True
-    )
+    quic = common.finished(job, [7], _Ended(0), done, alpn=b"smb\xff", resumed=True)
     assert (quic.alpn, quic.resumed) == ("smb\ufffd", True)
 
 

@@ -181,6 +181,19 @@ def refused(job: Job, exc: JobRefused | keyring.KeyringError) -> Outcome:
     return Outcome(job.request_id, code, reason=str(exc))
 
 
+class Ended(Protocol):
+    """How either transport's handshake ended (``HandshakeResult``, ``TcpHandshakeResult``)."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def reason(self) -> str: ...
+
+    @property
+    def duration(self) -> float: ...
+
+
 class Negotiated(Protocol):
     """What either transport's finished handshake says about the session and the peer."""
 
@@ -197,25 +210,23 @@ class Negotiated(Protocol):
 def finished(
     job: Job,
     used_psk: list[int],
-    *,
-    status: int,
-    reason: str,
-    duration: float,
+    result: Ended,
     done: Negotiated | None,
+    *,
     alpn: bytes | None = None,
     resumed: bool = False,
 ) -> Outcome:
     """The Outcome of a handshake that ran: REMOTE_AUTH only on success."""
     return Outcome(
         request_id=job.request_id,
-        status=status,
+        status=result.status,
         remote_auth=remote_auth(job, done.peer_certificates, used_psk)
-        if done and status == 0
+        if done and result.status == 0
         else (),
-        reason=reason,
+        reason=result.reason,
         cipher=Cipher(done.cipher) if done else Cipher.ANY,
         alpn=alpn.decode(errors="replace") if alpn else None,
         peer=peer_subject(done.peer_certificates, done.psk_identity) if done else None,
         resumed=resumed,
-        duration=duration,
+        duration=result.duration,
     )

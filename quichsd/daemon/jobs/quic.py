@@ -24,13 +24,5 @@ async def run_quic_job(job: Job, sock: QuicSocket) -> Outcome:
     except (JobRefused, keyring.KeyringError) as exc:
         return refused(job, exc)
     done = result.complete
-    return finished(
-        job,
-        used_psk,
-        status=result.status,
-        reason=result.reason,
-        duration=result.duration,
-        done=done,
-        alpn=done.alpn if done else None,
-        resumed=bool(done and done.resumed),
-    )
+    alpn = done.alpn if done else None
+    return finished(job, used_psk, result, done, alpn=alpn, resumed=bool(done and done.resumed))

@@ -86,14 +86,7 @@ async def run_tcp_job(job: Job, sock: object) -> Outcome:
         )
     except (JobRefused, keyring.KeyringError) as exc:
         return refused(job, exc)
-    return finished(
-        job,
-        used_psk,
-        status=result.status,
-        reason=result.reason,
-        duration=result.duration,
-        done=result.completion,
-    )
+    return finished(job, used_psk, result, result.completion)
 
 
 __all__ = [
