@@ -59,7 +59,8 @@ def transport_of(fd: int) -> str:
     sock = socket.socket(fileno=fd)
     protocol = sock.proto
     sock.detach()  # the fd stays open: DONE names it
-    return TRANSPORTS.get(protocol, f"protocol {protocol}")
+    kind = TRANSPORTS.get(protocol)
+    return f"protocol {protocol}" if kind is None else kind.value
 
 
 def role_of(message_type: int) -> Role:

@@ -296,7 +296,8 @@ class HandshakeService:
         )
         self.inflight[request_id] = entry
         try:
-            role = entry.role = role_of(request.message_type)
+            role = role_of(request.message_type)
+            entry.role = role.value
             try:
                 entry.transport = self.transport_probe(request.sockfd)
             except OSError as exc:
