@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""The parent/worker messages: field-by-field encoders, byte for byte what
-``dataclasses.asdict`` gave, so parents and workers of either version agree."""
+"""The parent/worker messages: field-by-field encoders whose bytes are what
+``dataclasses.asdict`` gave for the untyped messages (enums as their values, the
+X.509 files as a mapping of text), and typed decoders that refuse anything else."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from quichsd.daemon.protocol import (
     MessageTooLarge,
     Outcome,
     Reassembler,
+    Transport,
     bounded_outcome,
     decode_job,
     decode_outcome,
@@ -35,18 +37,25 @@ from quichsd.daemon.protocol import (
     frames,
     x509_files_for,
 )
+from quichsd.tls import AuthMode, Cipher, Role
 
 CONFIG = DaemonConfig(
     client=X509Files(truststore=Path("/etc/ssl/ca.pem"), private_key="pkcs11:token=x"),
     server=X509Files(certificate=Path("/srv/cert.pem"), crl=Path("/srv/crl.pem")),
 )
 JOBS = [
-    Job(request_id=1, role="server", auth_mode=1, transport="tcp", timeout=30.0),
+    Job(
+        request_id=1,
+        role=Role.SERVER,
+        auth_mode=AuthMode.UNAUTH,
+        transport=Transport.TCP,
+        timeout=30.0,
+    ),
     Job(
         request_id=2**40,
-        role="client",
-        auth_mode=3,
-        transport="quic",
+        role=Role.CLIENT,
+        auth_mode=AuthMode.X509,
+        transport=Transport.QUIC,
         timeout=0.25,
         peer_identities=(0x11, 0xFFFFFFFF),
         certificate=7,
@@ -54,18 +63,21 @@ JOBS = [
         peername="server.tést",
         keyring=0x2F6B3A11,
         generation=4,
-        x509=x509_files_for(CONFIG, "client"),
+        x509=x509_files_for(CONFIG, Role.CLIENT),
     ),
 ]
 OUTCOMES = [
     Outcome(1, 110),
-    Outcome(2, 0, (0x1234, 0x5678), "", 52, "echo", 'CN=server "x"', True, 0.0125),
+    Outcome(2, 0, (0x1234, 0x5678), "", Cipher.AES_256_GCM, "echo", 'CN=server "x"', True, 0.0125),
 ]
 
 
 def legacy(value: Job | Outcome) -> bytes:
-    """The encoding before the encoders were written out."""
-    return json.dumps(asdict(value), separators=(",", ":")).encode()
+    """The encoding of the untyped messages: ``asdict``, the files' paths as text."""
+    raw = asdict(value)
+    if isinstance(value, Job):
+        raw["x509"] = {k: None if v is None else str(v) for k, v in raw["x509"].items()}
+    return json.dumps(raw, separators=(",", ":")).encode()
 
 
 CODECS: dict[type, tuple[Callable[[Any], bytes], Callable[[bytes], Any]]] = {
@@ -83,12 +95,52 @@ def test_encoding_is_byte_identical_and_round_trips(value: Job | Outcome) -> Non
     assert decode(data) == value
 
 
-@pytest.mark.parametrize("role", ["client", "server"])
-def test_x509_files_for_names_every_file_as_text(role: str) -> None:
-    side = CONFIG.client if role == "client" else CONFIG.server
-    expected = {k: (str(v) if v is not None else None) for k, v in asdict(side).items()}
-    assert x509_files_for(CONFIG, role) == expected
-    assert x509_files_for(CONFIG, role)["private_key" if role == "client" else "crl"] is not None
+def test_a_job_travels_as_plain_json() -> None:
+    """Enums as their values, the files as a mapping: readable with any JSON tool."""
+    raw = json.loads(encode_job(JOBS[1]))
+    assert (raw["role"], raw["auth_mode"], raw["transport"]) == ("client", 3, "quic")
+    assert raw["x509"]["truststore"] == "/etc/ssl/ca.pem"
+    assert raw["x509"]["private_key"] == "pkcs11:token=x"
+    assert raw["x509"]["certificate"] is None
+    assert json.loads(encode_outcome(OUTCOMES[1]))["cipher"] == 52
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("role", "peer"),
+        ("role", 1),
+        ("transport", "sctp"),
+        ("transport", None),
+        ("auth_mode", 9),
+        ("auth_mode", "x509"),
+        ("x509", ["truststore"]),
+        ("x509", {"truststore": 7}),
+        ("x509", {"keyfile": "/k.pem"}),
+        ("peer_identities", 5),
+    ],
+)
+def test_a_job_with_a_value_outside_its_type_is_a_channel_error(name: str, value: object) -> None:
+    raw = json.loads(encode_job(JOBS[1]))
+    raw[name] = value
+    with pytest.raises(ChannelError, match="undecodable Job"):
+        decode_job(json.dumps(raw).encode())
+
+
+@pytest.mark.parametrize("cipher", [7, 55, "52", None])
+def test_an_outcome_with_an_unknown_cipher_is_a_channel_error(cipher: object) -> None:
+    raw = json.loads(encode_outcome(OUTCOMES[1]))
+    raw["cipher"] = cipher
+    with pytest.raises(ChannelError, match="undecodable Outcome"):
+        decode_outcome(json.dumps(raw).encode())
+
+
+@pytest.mark.parametrize("role", [Role.CLIENT, Role.SERVER])
+def test_x509_files_for_is_the_roles_side_and_survives_the_channel(role: Role) -> None:
+    side = CONFIG.client if role is Role.CLIENT else CONFIG.server
+    assert x509_files_for(CONFIG, role) is side
+    assert X509Files.from_text(side.as_text()) == side
+    assert side.as_text()["private_key" if role is Role.CLIENT else "crl"] is not None
 
 
 # -- framing: any message arrives whole, or not at all (issue 11, item 5) ----------------------
@@ -147,7 +199,7 @@ def test_a_job_and_an_outcome_over_64_kib_cross_a_real_channel() -> None:
     300 KiB outcome, arrive whole (the old 64 KiB receive buffer cut both)."""
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     carried_r, carried_w = os.pipe()
-    job = Job(9, "client", 2, "quic", 5.0, peername="\x01" * 17_000)  # JSON: 102 KiB
+    job = Job(9, Role.CLIENT, AuthMode.PSK, Transport.QUIC, 5.0, peername="\x01" * 17_000)
     outcome = Outcome(9, 13, reason="\x02" * 50_000)  # JSON: 300 KiB
     with parent, child:
         parent.setblocking(False)

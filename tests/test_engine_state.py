@@ -30,6 +30,7 @@ from quichsd.tls import (
     State,
     TlsSetupError,
     new_ticket_key,
+    session_setup,
 )
 from quichsd.tls.events import Event
 from quichsd.tls.memory import PairResult
@@ -301,6 +302,7 @@ def test_engines_release_what_they_own(
         ({"role": Role.CLIENT, "auth": AuthMode.X509, "certificates": None}, errno.EIO),
         ({"role": Role.SERVER, "auth": AuthMode.X509, "ticket_key": b"short"}, errno.EINVAL),
         ({"role": Role.SERVER, "auth": AuthMode.X509, "certificates": "trust-only"}, errno.ENOKEY),
+        ({"role": Role.CLIENT, "auth": AuthMode.UNSPEC}, errno.EINVAL),
     ],
 )
 def test_impossible_configurations_are_refused(
@@ -318,6 +320,31 @@ def test_impossible_configurations_are_refused(
     with pytest.raises(TlsSetupError) as caught:
         HandshakeEngine(config, b"tp")
     assert caught.value.errno == code
+
+
+def test_a_config_is_a_plain_value_and_its_engines_share_one_plan(
+    server_creds: CertificateCredentials,
+) -> None:
+    """Making a config builds nothing (no C state, no check: an impossible one is only
+    refused by an engine); the first engine plans it, later ones reuse that plan, and
+    the plan goes with the config."""
+    impossible = EngineConfig(Role.SERVER, AuthMode.X509, certificates=server_creds, cipher=50)
+    config = EngineConfig(Role.SERVER, AuthMode.X509, certificates=server_creds)
+    assert config == EngineConfig(Role.SERVER, AuthMode.X509, certificates=server_creds)
+    assert id(config) not in session_setup._plans and id(impossible) not in session_setup._plans
+    first, second = HandshakeEngine(config, b"tp"), HandshakeEngine(config, b"tp")
+    plan = session_setup._plans[id(config)]
+    assert first._plan is second._plan is plan
+    for _ in range(2):  # refused at every engine, never cached
+        with pytest.raises(TlsSetupError):
+            HandshakeEngine(impossible, b"tp")
+    assert id(impossible) not in session_setup._plans
+    key = id(config)
+    first.close()
+    second.close()
+    del first, second, config, plan
+    gc.collect()
+    assert key not in session_setup._plans
 
 
 # -- secrets stay out of repr() ----------------------------------------------------------

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""The daemon's TCP jobs: ``handler.run_job`` with transport "tcp" on real loopback sockets.
+"""The daemon's TCP jobs: ``handler.run_job`` with transport "tcp" on real loopback sockets
+(``daemon/jobs/tcp.py``).
 
 Credentials come from configuration files or keyring serials, as for QUIC;
 REMOTE_AUTH follows docs/kernel-abi.md §REMOTE-AUTH for TCP.  kTLS itself is replaced
@@ -20,9 +21,10 @@ from typing import Any
 import pytest
 from ktls_support import TIMEOUT, kernel_has_ktls, loopback_pair
 
-import quichsd.ktls.job as tcp_job
+import quichsd.daemon.jobs.tcp as tcp_job
 from quichsd.daemon import handler, keyring
-from quichsd.daemon.protocol import Job, Outcome
+from quichsd.daemon.config import X509Files
+from quichsd.daemon.protocol import Job, Outcome, Transport
 from quichsd.daemon.service import HandshakeService
 from quichsd.ktls import InstallReport, KtlsMaterial, TcpCredentials, run_tcp_handshake
 from quichsd.ktls.install import SockoptTarget
@@ -71,12 +73,12 @@ def make_job(
 ) -> Job:
     return Job(
         request_id=next(_ids),
-        role=role,
-        auth_mode=int(auth),
-        transport="tcp",
+        role=Role(role),
+        auth_mode=auth,
+        transport=Transport.TCP,
         timeout=TIMEOUT,
         generation=next(_generations),  # the handler caches file credentials per generation
-        x509=x509 or {},
+        x509=X509Files.from_text(x509 or {}),
         **kw,
     )
 

@@ -18,10 +18,9 @@ from quichsd.check.environment import Environment
 from quichsd.check.report import Check
 from quichsd.daemon import keyring
 from quichsd.daemon.config import DaemonConfig
-
-IPPROTO_QUIC = 261
-TCP_ULP = 31
-CAP_NET_ADMIN = 12
+from quichsd.daemon.privilege import CAP_NET_ADMIN
+from quichsd.ktls.abi import TCP_ULP
+from quichsd.quic.abi import IPPROTO_QUIC
 
 
 def check_family(env: Environment) -> Check:

@@ -17,6 +17,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_type_hints
 
 from quichsd.daemon.keyfile import KeyFile, KeyFileError
 
@@ -79,6 +80,33 @@ class X509Files:
     private_key: str | None = None  # a path, or a GnuTLS URL such as pkcs11:...
     pq_certificate: Path | None = None
     pq_private_key: str | None = None
+
+    def as_text(self) -> dict[str, str | None]:
+        """Every file by field name, as text (the worker channel's form)."""
+        return {f.name: _text_or_none(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_text(cls, raw: object) -> X509Files:
+        """``as_text``'s inverse; TypeError for anything else (unknown or missing
+        names, values that are not text)."""
+        if not isinstance(raw, dict):
+            raise TypeError(f"X.509 files are a mapping, not {type(raw).__name__}")
+        values: dict[str, Path | str | None] = {}
+        for name, value in raw.items():
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"X.509 file {name!r} is not text")
+            values[name] = Path(value) if value is not None and name in _PATH_FIELDS else value
+        return cls(**values)  # type: ignore[arg-type]
+
+
+#: The X509Files fields that hold a path (the others may hold a GnuTLS URL).
+_PATH_FIELDS = frozenset(
+    name for name, hint in get_type_hints(X509Files).items() if hint == Path | None
+)
+
+
+def _text_or_none(value: Path | str | None) -> str | None:
+    return None if value is None else str(value)
 
 
 @dataclass(frozen=True)

@@ -52,8 +52,9 @@ from quichsd.daemon.worker import ignore_daemon_signals, worker_main
 log = logging.getLogger("quichsd.forkserver")
 
 #: Imported before the fork server forks so that every worker inherits it: workers would
-#: import the TCP path on their first TCP job otherwise (~0.3 s under QEMU TCG).
-PRELOAD = ("quichsd.ktls.job", "quichsd.daemon._privilege")
+#: import a job's path (the TCP one: ~0.3 s under QEMU TCG) on their first job otherwise.
+#: The dispatch table imports every job.
+PRELOAD = ("quichsd.daemon.dispatch", "quichsd.daemon._privilege")
 #: How long ``spawn`` waits for the fork server's answer.
 SPAWN_WAIT = 10.0
 #: How long the fork server, told to stop, waits for its workers before killing them.

@@ -1,36 +1,17 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""Inside a worker: one job → credentials → the QUIC handshake → an Outcome.
-
-Authentication material comes from the kernel keyring serials in the request,
-else from the configuration files, as tlshd does (docs/tlshd-compat.md §CREDENTIALS).
-Peer identities for DONE follow tlshd (docs/kernel-abi.md §REMOTE-AUTH).
-"""
+"""Inside a worker: one job, with its socket, to the job its (role, transport)
+names in the dispatch table (daemon/dispatch.py), under the job's log levels."""
 
 from __future__ import annotations
 
-import errno
-import os
 import socket
 from collections.abc import Callable
-from pathlib import Path
 
-from quichsd.daemon import journal, keyring
-from quichsd.daemon.identities import peer_subject, remote_auth
+from quichsd.daemon import dispatch, journal
+from quichsd.daemon.jobs.common import JobRefused, refused
 from quichsd.daemon.protocol import Job, Outcome
-from quichsd.quic.aio import run_handshake_async
-from quichsd.quic.driver import Credentials
 from quichsd.quic.sockopt import QuicSocket
-from quichsd.tls import AuthMode, CertificateCredentials, PskClientCredentials, Role
-from quichsd.tls.binding import TlsSetupError
 from quichsd.tls.debuglog import set_gnutls_debug
-
-
-class JobRefused(Exception):
-    """The request cannot be attempted; ``errno`` is its DONE status."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.errno = code
 
 
 def open_kernel_socket(fd: int) -> QuicSocket:
@@ -41,169 +22,12 @@ def open_kernel_socket(fd: int) -> QuicSocket:
 #: How a worker turns a received fd into a QUIC socket; tests install the model's.
 open_quic_socket: Callable[[int], QuicSocket] = open_kernel_socket
 
-#: One entry per kind of credentials (role, own chain or not): (the configuration
-#: generation and file state they were built from, the credentials).  A reload or a
-#: renewed file replaces the entry instead of adding one, so the cache stays bounded.
-_credential_cache: dict[tuple[object, ...], tuple[tuple[object, ...], CertificateCredentials]] = {}
-
-
-def _read_file(path: str | None, what: str) -> bytes | None:
-    if not path:
-        return None
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise JobRefused(errno.ENOKEY, f"reading {what} {path}: {exc.strerror}") from None
-
-
-def _read_serial(serial: int, what: str) -> bytes:
-    try:
-        return keyring.read_key(serial)
-    except keyring.KeyringError as exc:
-        raise JobRefused(errno.ENOKEY, f"{what} key {serial:#x}: {exc.strerror}") from None
-
-
-def _stamp(path: str | None) -> tuple[int, int, int] | None:
-    """What changes when a file is rewritten or replaced: (inode, size, mtime)."""
-    if not path:
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_ino, st.st_size, st.st_mtime_ns
-
-
-def certificate_credentials(
-    job: Job, *, need_own: bool, own: bool = True
-) -> CertificateCredentials:
-    """Trust anchors, plus our own chain and key unless ``own`` is False (an anonymous
-    client: tlshd's UNAUTH client presents no certificate, even when one is configured)."""
-    files = job.x509
-    # tlshd reads the files at every handshake, so a renewed certificate written under the
-    # same path counts at once: the cache is keyed on the files' state too, not just on
-    # the configuration generation (which only changes with the paths, on reload).
-    stamps = tuple(_stamp(files.get(name)) for name in sorted(files))
-    slot = (job.role, need_own, own)
-    state = (job.generation, job.private_key, stamps)
-    cached = _credential_cache.get(slot) if not job.certificate else None
-    if cached is not None and cached[0] == state:
-        return cached[1]
-    chain = key = None
-    if own:
-        chain = (
-            _read_serial(job.certificate, "certificate")
-            if job.certificate
-            else _read_file(files.get("certificate"), "certificate")
-        )
-        key = (
-            _read_serial(job.private_key, "private key")
-            if job.private_key
-            else _read_file(files.get("private_key"), "private key")
-        )
-    if need_own and (chain is None or key is None):
-        raise JobRefused(errno.ENOKEY, f"{job.role}: no certificate and private key configured")
-    trust_path = files.get("truststore")
-    trust = (
-        _read_file(trust_path, "trust store") if trust_path and Path(trust_path).exists() else None
-    )
-    try:
-        creds = CertificateCredentials(
-            chain=chain if key is not None else None,
-            key=key if chain is not None else None,
-            trust=trust,
-            system_trust=trust is None,
-            crl=_read_file(files.get("crl"), "CRL"),
-        )
-    except TlsSetupError as exc:
-        raise JobRefused(errno.EIO, f"{job.role} credentials: {exc.strerror}") from None
-    if not job.certificate:
-        _credential_cache[slot] = (state, creds)
-    return creds
-
-
-def build_credentials(job: Job, peer_address: str | None) -> tuple[Credentials, list[int]]:
-    """The handshake's credentials, and (for PSK) the serial that will identify the peer."""
-    auth = AuthMode(job.auth_mode) if job.auth_mode in (1, 2, 3) else None
-    if auth is None:
-        raise JobRefused(errno.EINVAL, f"unknown auth mode {job.auth_mode}")
-    server = job.role == "server"
-    # Without a PEERNAME, verify against the address we are connected to (an IP SAN);
-    # tlshd falls back to reverse DNS, which an attacker on the path can answer.
-    name = job.peername or peer_address
-    used_psk: list[int] = []
-    if auth is AuthMode.PSK:
-        if server:
-
-            def lookup(identity: bytes) -> bytes | None:
-                # Called in a handshake step, which does not await: see keyring.possessing.
-                with keyring.possessing(job.keyring):
-                    found = keyring.find_psk(identity, job.keyring)
-                if found is None:
-                    return None
-                used_psk[:] = [found[0]]
-                return found[1]
-
-            return Credentials(auth, psk_lookup=lookup), used_psk
-        if not job.peer_identities:
-            raise JobRefused(errno.ENOKEY, "PSK client request without a peer identity")
-        serial = job.peer_identities[0]
-        try:
-            identity = keyring.psk_identity(serial)
-        except keyring.KeyringError as exc:
-            raise JobRefused(errno.ENOKEY, f"PSK key {serial:#x}: {exc.strerror}") from None
-        psk = PskClientCredentials(identity, _read_serial(serial, "PSK"))
-        return Credentials(auth, psk=psk), [serial]
-    if server and auth is AuthMode.UNAUTH:
-        raise JobRefused(errno.EIO, "an unauthenticated server handshake is not supported")
-    # An UNAUTH client (NFS xprtsec=tls) does not authenticate itself: sending the configured
-    # client certificate anyway would make knfsd mark the transport peer-authenticated.
-    creds = certificate_credentials(job, need_own=server, own=server or auth is AuthMode.X509)
-    return Credentials(auth, certificates=creds, peer_name=name), used_psk
-
-
-def _peer_address(sock: QuicSocket) -> str | None:
-    getpeername = getattr(sock, "getpeername", None)
-    if getpeername is None:
-        return None
-    try:
-        address = getpeername()
-    except OSError:
-        return None
-    return str(address[0]) if isinstance(address, tuple) else None
-
 
 async def run_job(job: Job, sock: QuicSocket) -> Outcome:
     journal.set_level(journal.level_for(job.loglevel))
     set_gnutls_debug(job.tls_debug)  # before GnuTLS sees the peer's bytes
-    if job.transport == "tcp":
-        # Imported here: the TCP path builds on this module's credential helpers.
-        from quichsd.ktls.job import run_tcp_job
-
-        return await run_tcp_job(job, sock)
-    if job.transport != "quic":
-        return Outcome(job.request_id, errno.EOPNOTSUPP, reason=f"{job.transport} not served")
     try:
-        # The request's keyring only while its keys are read (keyring.possessing).
-        with keyring.possessing(job.keyring):
-            credentials, used_psk = build_credentials(job, _peer_address(sock))
-        role = Role.SERVER if job.role == "server" else Role.CLIENT
-        result = await run_handshake_async(sock, role, credentials, job.timeout)
+        _, run = dispatch.job_for(job.role, job.transport)
     except JobRefused as exc:
-        return Outcome(job.request_id, exc.errno, reason=str(exc))
-    except keyring.KeyringError as exc:
-        return Outcome(job.request_id, errno.ENOKEY, reason=str(exc))
-    done = result.complete
-    return Outcome(
-        request_id=job.request_id,
-        status=result.status,
-        remote_auth=remote_auth(job, done.peer_certificates, used_psk)
-        if done and result.ok
-        else (),
-        reason=result.reason,
-        cipher=done.cipher if done else 0,
-        alpn=done.alpn.decode(errors="replace") if done and done.alpn else None,
-        peer=peer_subject(done.peer_certificates, done.psk_identity) if done else None,
-        resumed=bool(done and done.resumed),
-        duration=result.duration,
-    )
+        return refused(job, exc)
+    return await run(job, sock)

@@ -8,15 +8,17 @@ peer certificate chain (DER) or PSK identity.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Final
 
 from cryptography import x509
 
 from quichsd.daemon import keyring
 from quichsd.daemon.protocol import Job
-from quichsd.tls import AuthMode
+from quichsd.netlink.constants import REMOTE_AUTH_MUTUAL
+from quichsd.tls import AuthMode, Role
 
 #: REMOTE_AUTH marker for "the client authenticated with a certificate" (tlshd's -1).
-MUTUAL_AUTH_MARKER = 0xFFFFFFFF
+MUTUAL_AUTH_MARKER: Final = REMOTE_AUTH_MUTUAL
 
 
 def remote_auth(
@@ -24,11 +26,11 @@ def remote_auth(
 ) -> tuple[int, ...]:
     """PSK: the key's serial; server X.509: the marker per client certificate; client
     X.509: one ``asymmetric`` key per server certificate, 0 where the kernel refuses it."""
-    if job.auth_mode == AuthMode.PSK:
+    if job.auth_mode is AuthMode.PSK:
         return tuple(used_psk)
-    if job.role == "server":
+    if job.role is Role.SERVER:
         return tuple(MUTUAL_AUTH_MARKER for _ in peer_certificates)
-    if job.auth_mode != AuthMode.X509:
+    if job.auth_mode is not AuthMode.X509:
         return ()
     serials = []
     for der in peer_certificates:

@@ -39,6 +39,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from quichsd.tls.config import AuthMode
+from quichsd.tls.levels import CIPHER_SUITE_NAMES
+
 JOURNAL_SOCKET = Path("/run/systemd/journal/socket")
 SYSLOG_SOCKET = Path("/dev/log")
 SINK_ENV = "QUICHSD_JOURNAL_SINK"
@@ -51,13 +54,6 @@ FIELDS_ATTR = "quichsd_fields"
 MESSAGE_ID_SUCCEEDED = "5f1a8e3c2b7d4c0e9a6b1d2c3e4f5a60"
 MESSAGE_ID_FAILED = "5f1a8e3c2b7d4c0e9a6b1d2c3e4f5a61"
 
-AUTH_NAMES = {0: "unspec", 1: "unauth", 2: "psk", 3: "x509"}
-CIPHER_NAMES = {
-    51: "TLS_AES_128_GCM_SHA256",
-    52: "TLS_AES_256_GCM_SHA384",
-    53: "TLS_AES_128_CCM_SHA256",
-    54: "TLS_CHACHA20_POLY1305_SHA256",
-}
 _PRIORITIES = (
     (logging.CRITICAL, 2),
     (logging.ERROR, 3),
@@ -170,7 +166,7 @@ class HandshakeRecord:
             "QUICHSD_REQUEST": str(self.request_id),
             "QUICHSD_TRANSPORT": self.transport,
             "QUICHSD_ROLE": self.role,
-            "QUICHSD_AUTH": AUTH_NAMES.get(self.auth_mode, str(self.auth_mode)),
+            "QUICHSD_AUTH": auth_name(self.auth_mode),
             "QUICHSD_STATUS": str(self.status),
             "QUICHSD_DURATION_MS": f"{self.duration * 1000:.3f}",
         }
@@ -196,7 +192,15 @@ def yes_no(flag: bool) -> str:
 
 
 def cipher_name(cipher: int) -> str:
-    return CIPHER_NAMES.get(cipher, str(cipher) if cipher else "-")
+    return CIPHER_SUITE_NAMES.get(cipher, str(cipher) if cipher else "-")
+
+
+def auth_name(auth_mode: int) -> str:
+    """The kernel's auth mode in lower case (``unauth``, ``psk``, ``x509``)."""
+    try:
+        return AuthMode(auth_mode).name.lower()
+    except ValueError:
+        return str(auth_mode)
 
 
 def log_handshake(logger: logging.Logger, record: HandshakeRecord) -> None:

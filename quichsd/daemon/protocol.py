@@ -21,10 +21,21 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field, fields, replace
-from typing import TypeVar
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from quichsd.daemon.config import DaemonConfig, X509Files
+from quichsd.tls.config import AuthMode, Role
+from quichsd.tls.levels import Cipher
+
+
+class Transport(StrEnum):
+    """What a request's socket speaks (its SO_PROTOCOL: daemon/dispatch.py)."""
+
+    QUIC = "quic"
+    TCP = "tcp"
 
 
 @dataclass(frozen=True)
@@ -32,9 +43,9 @@ class Job:
     """One accepted request, as a worker needs it."""
 
     request_id: int
-    role: str  # "client" | "server"
-    auth_mode: int
-    transport: str  # "quic" | "tcp"
+    role: Role
+    auth_mode: AuthMode
+    transport: Transport
     timeout: float
     peer_identities: tuple[int, ...] = ()
     certificate: int = 0
@@ -42,7 +53,8 @@ class Job:
     peername: str | None = None
     keyring: int | None = None
     generation: int = 0
-    x509: dict[str, str | None] = field(default_factory=dict)
+    #: The configuration's files for this role (``[authenticate.client|server]``).
+    x509: X509Files = field(default_factory=X509Files)
     #: ``[debug] loglevel`` of the configuration the job started with: a reload reaches
     #: the workers' log level with their next job.
     loglevel: int = 0
@@ -58,7 +70,7 @@ class Outcome:
     status: int
     remote_auth: tuple[int, ...] = ()
     reason: str = ""
-    cipher: int = 0
+    cipher: Cipher = Cipher.ANY
     alpn: str | None = None
     peer: str | None = None
     resumed: bool = False
@@ -92,22 +104,19 @@ def decode_log(data: bytes) -> tuple[int, str, str] | None:
     return level, logger, text
 
 
-def x509_files_for(config: DaemonConfig, role: str) -> dict[str, str | None]:
-    side: X509Files = config.client if role == "client" else config.server
-    return {
-        f.name: (None if (value := getattr(side, f.name)) is None else str(value))
-        for f in fields(side)
-    }
+def x509_files_for(config: DaemonConfig, role: Role) -> X509Files:
+    return config.client if role is Role.CLIENT else config.server
 
 
 def encode_job(job: Job) -> bytes:
-    """Field by field: ``asdict`` deep-copied each one recursively for the same bytes."""
+    """Field by field (``asdict`` deep-copied each one recursively); enums as their
+    values, the X.509 files as a mapping of text."""
     return _DUMPS(
         {
             "request_id": job.request_id,
-            "role": job.role,
-            "auth_mode": job.auth_mode,
-            "transport": job.transport,
+            "role": job.role.value,
+            "auth_mode": int(job.auth_mode),
+            "transport": job.transport.value,
             "timeout": job.timeout,
             "peer_identities": job.peer_identities,
             "certificate": job.certificate,
@@ -115,7 +124,7 @@ def encode_job(job: Job) -> bytes:
             "peername": job.peername,
             "keyring": job.keyring,
             "generation": job.generation,
-            "x509": job.x509,
+            "x509": job.x509.as_text(),
             "loglevel": job.loglevel,
             "tls_debug": job.tls_debug,
         }
@@ -135,7 +144,15 @@ _LOADS = json.JSONDecoder(parse_float=_finite, parse_constant=_finite).decode
 
 def decode_job(data: bytes) -> Job:
     """Raises ``ChannelError`` for anything but an ``encode_job`` message."""
-    return _decode(Job, data, "peer_identities")
+    return _decode(Job, data, _job_fields)
+
+
+def _job_fields(raw: dict[str, Any]) -> None:
+    raw["peer_identities"] = tuple(raw["peer_identities"])
+    raw["role"] = Role(raw["role"])
+    raw["auth_mode"] = AuthMode(raw["auth_mode"])
+    raw["transport"] = Transport(raw["transport"])
+    raw["x509"] = X509Files.from_text(raw["x509"])
 
 
 def encode_outcome(outcome: Outcome) -> bytes:
@@ -146,7 +163,7 @@ def encode_outcome(outcome: Outcome) -> bytes:
             "status": outcome.status,
             "remote_auth": outcome.remote_auth,
             "reason": outcome.reason,
-            "cipher": outcome.cipher,
+            "cipher": int(outcome.cipher),
             "alpn": outcome.alpn,
             "peer": outcome.peer,
             "resumed": outcome.resumed,
@@ -157,18 +174,26 @@ def encode_outcome(outcome: Outcome) -> bytes:
 
 def decode_outcome(data: bytes) -> Outcome:
     """Raises ``ChannelError`` for anything but an ``encode_outcome`` message."""
-    return _decode(Outcome, data, "remote_auth")
+    return _decode(Outcome, data, _outcome_fields)
+
+
+def _outcome_fields(raw: dict[str, Any]) -> None:
+    raw["remote_auth"] = tuple(raw["remote_auth"])
+    raw["cipher"] = Cipher(raw["cipher"])
 
 
 _Message = TypeVar("_Message", Job, Outcome)
 
 
-def _decode(cls: type[_Message], data: bytes, tuple_field: str) -> _Message:
-    """``cls`` from JSON whose ``tuple_field`` list becomes a tuple; any malformed
-    input (not JSON, wrong shape, missing or extra fields) is a ``ChannelError``."""
+def _decode(cls: type[_Message], data: bytes, typed: Callable[[dict[str, Any]], None]) -> _Message:
+    """``cls`` from JSON whose fields ``typed`` turns into their types (lists into
+    tuples, values into enums); any malformed input (not JSON, wrong shape, missing
+    or extra fields, unknown enum values) is a ``ChannelError``."""
     try:
         raw = _LOADS(data.decode())
-        raw[tuple_field] = tuple(raw[tuple_field])
+        if not isinstance(raw, dict):
+            raise TypeError(f"a message is an object, not {type(raw).__name__}")
+        typed(raw)
         return cls(**raw)
     except (ValueError, TypeError, KeyError, RecursionError) as exc:
         raise ChannelError(f"undecodable {cls.__name__}: {exc}") from None

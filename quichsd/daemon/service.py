@@ -24,7 +24,6 @@ import itertools
 import logging
 import os
 import signal
-import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -33,18 +32,18 @@ from typing import Protocol
 
 from quichsd.daemon import journal
 from quichsd.daemon.config import DaemonConfig
+from quichsd.daemon.dispatch import SERVED, job_for, role_of
+from quichsd.daemon.dispatch import transport_of as transport_of  # the default probe
 from quichsd.daemon.forkserver import ForkServer
+from quichsd.daemon.jobs.common import JobRefused
 from quichsd.daemon.metrics import Metrics
 from quichsd.daemon.pool import WorkerPool
 from quichsd.daemon.protocol import Job, MessageTooLarge, Outcome, x509_files_for
 from quichsd.netlink import AcceptedRequest, HandlerClass, MalformedRequest, ReadyNotice
+from quichsd.tls import AuthMode
 
 log = logging.getLogger("quichsd")
 
-IPPROTO_QUIC = 261
-#: ACCEPT's MESSAGE_TYPE → the role a worker plays (anything else is refused).
-_ROLES = {1: "client", 2: "server"}
-_TRANSPORTS = {IPPROTO_QUIC: "quic", socket.IPPROTO_TCP: "tcp"}
 #: Past its deadline a handshake's worker gets this long to answer before it is killed.
 OVERRUN_GRACE = 2.0
 #: Back-off after a failed ACCEPT: first delay, doubling up to the last (seconds).
@@ -66,25 +65,15 @@ class FamilyPort(Protocol):
     def done(self, sockfd: int, status: int, remote_auth: Sequence[int] = ...) -> None: ...
 
 
-def transport_of(fd: int) -> str:
-    """'quic' or 'tcp' by SO_PROTOCOL; anything else is not ours to serve.
-
-    Borrows ``fd`` rather than a dup of it, and takes the protocol Python read
-    (SO_PROTOCOL) to build the socket object: three syscalls fewer per request.
-    """
-    sock = socket.socket(fileno=fd)
-    protocol = sock.proto
-    sock.detach()  # the fd stays open: DONE names it
-    return _TRANSPORTS.get(protocol, f"protocol {protocol}")
-
-
 @dataclass
 class InFlight:
     request_id: int
     fd: int
+    #: For the log and the metrics: the role and transport once known, else "?"
+    #: (a transport the daemon does not serve is "protocol N").
     role: str
     transport: str
-    auth_mode: int
+    auth_mode: AuthMode
     peername: str | None
     deadline: float
     started: float
@@ -110,7 +99,7 @@ class HandshakeService:
         concurrency: int | None = None,
         report_remote_auth: bool = True,
         transport_probe: Callable[[int], str] = transport_of,
-        served_transports: frozenset[str] = frozenset({"quic", "tcp"}),
+        served_transports: frozenset[str] = SERVED,
         forkserver: ForkServer,
         fork_per_request: bool = False,
     ) -> None:
@@ -284,20 +273,21 @@ class HandshakeService:
         now = time.monotonic()
         request_id = next(self._ids)
         self.counters.accepted += 1
-        self.inflight[request_id] = InFlight(request_id, exc.sockfd, "?", "?", 0, None, now, now)
+        self.inflight[request_id] = InFlight(
+            request_id, exc.sockfd, "?", "?", AuthMode.UNSPEC, None, now, now
+        )
         self._complete(request_id, errno.EINVAL, reason=str(exc))
 
     def _dispatch(self, request: AcceptedRequest) -> None:
         now = time.monotonic()
         config = self.config
         timeout = request.timeout_ms / 1000.0 if request.timeout_ms else config.handshake_timeout
-        role = _ROLES.get(request.message_type, "")
         request_id = next(self._ids)
         self.counters.accepted += 1
         entry = InFlight(
             request_id,
             request.sockfd,
-            role or "?",
+            "?",
             "?",
             request.auth_mode,
             request.peername,
@@ -305,23 +295,23 @@ class HandshakeService:
             now,
         )
         self.inflight[request_id] = entry
-        if not role:
-            self._complete(request_id, errno.EINVAL, reason=f"message type {request.message_type}")
-            return
         try:
-            entry.transport = self.transport_probe(request.sockfd)
-        except OSError as exc:
-            self._complete(request_id, errno.EIO, reason=f"SO_PROTOCOL: {exc}")
-            return
-        entry.address = journal.peer_address(request.sockfd)
-        if entry.transport not in self.served_transports:
-            self._complete(request_id, errno.EOPNOTSUPP, reason=f"{entry.transport} not served")
+            role = role_of(request.message_type)
+            entry.role = role.value
+            try:
+                entry.transport = self.transport_probe(request.sockfd)
+            except OSError as exc:
+                raise JobRefused(errno.EIO, f"SO_PROTOCOL: {exc}") from None
+            entry.address = journal.peer_address(request.sockfd)
+            transport, _ = job_for(role, entry.transport, self.served_transports)
+        except JobRefused as refused:
+            self._complete(request_id, refused.errno, reason=str(refused))
             return
         job = Job(
             request_id=request_id,
             role=role,
-            auth_mode=int(request.auth_mode),
-            transport=entry.transport,
+            auth_mode=request.auth_mode,
+            transport=transport,
             timeout=timeout,
             peer_identities=tuple(request.peer_identities),
             certificate=request.certificate,

@@ -10,6 +10,10 @@ from __future__ import annotations
 import enum
 from typing import Final
 
+# Authentication mode requested by the kernel consumer (docs/kernel-abi.md §COMMANDS):
+# the engine's own enum, defined once in the TLS configuration it selects.
+from quichsd.tls.config import AuthMode as AuthMode
+
 FAMILY_NAME: Final = "handshake"
 FAMILY_VERSION: Final = 1
 GROUP_NONE: Final = "none"
@@ -75,15 +79,6 @@ class MessageType(enum.IntEnum):
     UNSPEC = 0
     CLIENTHELLO = 1
     SERVERHELLO = 2
-
-
-class AuthMode(enum.IntEnum):
-    """Authentication mode requested by the kernel consumer (docs/kernel-abi.md §COMMANDS)."""
-
-    UNSPEC = 0
-    UNAUTH = 1
-    PSK = 2
-    X509 = 3
 
 
 class AcceptAttr(enum.IntEnum):

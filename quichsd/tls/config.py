@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass, field
-from enum import Enum, IntEnum
-from typing import TYPE_CHECKING
+from enum import IntEnum, StrEnum
 
 from quichsd.tls.binding import (
     AntiReplay,
@@ -17,18 +16,21 @@ from quichsd.tls.binding import (
 )
 from quichsd.tls.levels import CIPHER_PRIORITY_NAMES
 
-if TYPE_CHECKING:
-    from quichsd.tls.session_setup import SessionPlan
 
+class Role(StrEnum):
+    """The side a handshake plays; its value is how logs, metrics and the worker
+    channel name it."""
 
-class Role(Enum):
     CLIENT = "client"
     SERVER = "server"
 
 
 class AuthMode(IntEnum):
-    """``enum handshake_auth`` numbers, as the kernel sends them in ACCEPT."""
+    """``enum handshake_auth`` numbers, as the kernel sends them in ACCEPT (the one
+    definition: the netlink codec and the daemon import it from here).  UNSPEC is
+    what a request without the attribute carries; no handshake runs with it."""
 
+    UNSPEC = 0
     UNAUTH = 1
     PSK = 2
     X509 = 3
@@ -42,9 +44,11 @@ class CertificateRequest(IntEnum):
     REQUIRE = 2
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class EngineConfig:
-    """Everything a handshake needs except its bytes.
+    """Everything a handshake needs except its bytes: a plain value, nothing is
+    built when it is made.  The C state its sessions share is planned by the
+    engine, once per config (``session_setup.plan_for``).
 
     Credentials objects are meant to be shared between many configs.
     ``verify_peer`` only matters for an UNAUTH client: unlike tlshd's QUIC
@@ -69,20 +73,6 @@ class EngineConfig:
     groups: tuple[str, ...] = ()
     #: Signature schemes (GnuTLS names) in preference order; () keeps GnuTLS's.
     signatures: tuple[str, ...] = ()
-    #: What every session of this config needs, worked out once (session_setup.py).
-    _plan: SessionPlan | None = field(default=None, init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        # Not a cache beside the config: the plan lives and dies with it.  An
-        # impossible config gets none and is refused when an engine is made.
-        from quichsd.tls.session_setup import SessionPlan  # it reads configs
-
-        try:
-            self.validate()
-            plan: SessionPlan | None = SessionPlan(self)
-        except Exception:
-            plan = None
-        object.__setattr__(self, "_plan", plan)
 
     def validate(self) -> None:
         """Raises TlsSetupError (with the errno DONE should carry) for impossible asks."""
@@ -94,6 +84,8 @@ class EngineConfig:
             if not 0 < len(proto) < 256:
                 raise TlsSetupError(f"ALPN entry {proto!r} must be 1..255 bytes", code=errno.EINVAL)
         server = self.role is Role.SERVER
+        if self.auth is AuthMode.UNSPEC:
+            raise TlsSetupError("no authentication mode", code=errno.EINVAL)
         if self.auth is AuthMode.PSK:
             if server and self.psk_lookup is None:
                 raise TlsSetupError("PSK server without a key lookup", code=errno.ENOKEY)

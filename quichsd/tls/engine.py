@@ -57,7 +57,7 @@ from quichsd.tls.records import (
     view,
 )
 from quichsd.tls.resumption import seal, unseal
-from quichsd.tls.session_setup import MAX_TRANSPORT_PARAMETERS, SessionPlan
+from quichsd.tls.session_setup import MAX_TRANSPORT_PARAMETERS, plan_for
 
 __all__ = ["MAX_TRANSPORT_PARAMETERS", "EngineStateError", "HandshakeEngine", "State"]
 
@@ -109,10 +109,7 @@ class HandshakeEngine:
         transport_parameters: bytes,
         session_data: bytes | None = None,
     ) -> None:
-        plan = config._plan
-        if plan is None:  # an impossible config: validate() says why
-            config.validate()
-            plan = SessionPlan(config)
+        plan = plan_for(config)  # an impossible config: validate() says why
         try:
             resume = unseal(session_data) if session_data else b""
             journal = open_session(plan.handle, transport_parameters, resume)

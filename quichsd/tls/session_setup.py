@@ -4,22 +4,21 @@
 After every GnuTLS step the interpreter runs with cold caches, so each Python
 bytecode and each call into the binding costs far more than it looks.  What a
 config asks of a session (flags, priorities, credentials, SNI, tickets, ALPN,
-...) is therefore turned into a ``struct qd_plan`` once, when the
-``EngineConfig`` is made, and ``qd_open()`` applies it in C.
+...) is therefore turned into a ``struct qd_plan`` once per ``EngineConfig``,
+when the first engine of that config is made (``plan_for``), and ``qd_open()``
+applies it in C.  The config itself stays a plain value.
 """
 
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING, Any
+import weakref
+from typing import Any
 
 from quichsd.tls._gnutls import ffi, lib
 from quichsd.tls.binding import PskServerCredentials, TlsSetupError, priority_for
-from quichsd.tls.config import AuthMode, CertificateRequest, Role
+from quichsd.tls.config import AuthMode, CertificateRequest, EngineConfig, Role
 from quichsd.tls.records import plan_handle
-
-if TYPE_CHECKING:
-    from quichsd.tls.config import EngineConfig
 
 MAX_TRANSPORT_PARAMETERS = 512  # QD_TP_MAX, checked by qd_open()
 
@@ -40,6 +39,10 @@ _STEPS = {
     lib.QD_STEP_ALPN: "setting ALPN",
 }
 _psk_server_credentials: PskServerCredentials | None = None
+#: id(config) -> its plan, for as long as that config object lives (a finalizer drops
+#: the entry).  By identity, not equality: a config's fields need not be hashable, and
+#: two equal configs made apart cost what they did when each built its own plan.
+_plans: dict[int, SessionPlan] = {}
 
 
 def _shared_psk_server_credentials() -> PskServerCredentials:
@@ -54,8 +57,8 @@ class SessionPlan:
 
     Owns everything the plan and GnuTLS sessions point to (credentials, the
     PSK lookup's handle, anti-replay state, the C copies of names and keys):
-    an engine holds its plan for as long as its session lives.  A config holds
-    its plan, never the other way round, so nothing outlives its config.
+    an engine holds its plan for as long as its session lives.  A plan never
+    refers to its config, so ``plan_for``'s entry goes when the config does.
     """
 
     __slots__ = (
@@ -151,3 +154,19 @@ class SessionPlan:
         else:
             what = _STEPS.get(step, f"session setup step {step}")
         return TlsSetupError(what, rc)
+
+
+def plan_for(config: EngineConfig) -> SessionPlan:
+    """``config``'s plan, made by its first engine and kept while ``config`` lives.
+
+    Raises TlsSetupError (with the errno DONE should carry) for an impossible
+    config, at every engine made from it: nothing is cached for one.
+    """
+    key = id(config)
+    plan = _plans.get(key)
+    if plan is None:
+        config.validate()
+        plan = SessionPlan(config)
+        _plans[key] = plan
+        weakref.finalize(config, _plans.pop, key, None)
+    return plan

@@ -2,7 +2,7 @@
 """A worker's TCP job: credentials from the request, the handshake, kTLS, an Outcome.
 
 Credentials come from the keyring serials in the request, else from the
-configuration files, through the same helpers as QUIC (``daemon.handler``).
+configuration files, through the same helpers as QUIC (``jobs/common.py``).
 REMOTE_AUTH follows docs/kernel-abi.md §REMOTE-AUTH for TCP: a client with X.509
 reports one ``asymmetric`` key per server certificate, a PSK client the
 serial of its PSK, an X.509 server 0xFFFFFFFF per client certificate, a PSK
@@ -20,9 +20,14 @@ from __future__ import annotations
 import errno
 import socket
 
-from quichsd.daemon import handler, keyring
-from quichsd.daemon.handler import JobRefused
-from quichsd.daemon.identities import peer_subject, remote_auth
+from quichsd.daemon import keyring
+from quichsd.daemon.jobs.common import (
+    JobRefused,
+    build_credentials,
+    finished,
+    job_credentials,
+    refused,
+)
 from quichsd.daemon.protocol import Job, Outcome
 from quichsd.ktls.aio import run_tcp_handshake
 from quichsd.ktls.handshake import Installer, TcpHandshakeResult
@@ -52,10 +57,10 @@ def psk_client_credentials(job: Job) -> tuple[TcpCredentials, int]:
 
 def tcp_credentials(job: Job, peer_address: str | None) -> tuple[TcpCredentials, list[int]]:
     """Credentials for the job, and the serial(s) that identify a PSK peer once it succeeds."""
-    if job.auth_mode == AuthMode.PSK and job.role == "client":
+    if job.auth_mode is AuthMode.PSK and job.role is Role.CLIENT:
         creds, serial = psk_client_credentials(job)
         return creds, [serial]
-    shared, used_psk = handler.build_credentials(job, peer_address)
+    shared, used_psk = build_credentials(job, peer_address)
     return (
         TcpCredentials(
             shared.auth,
@@ -72,37 +77,13 @@ async def run_tcp_job(job: Job, sock: object) -> Outcome:
     if not isinstance(sock, socket.socket):
         return Outcome(job.request_id, errno.EIO, reason="a TCP handshake needs a kernel socket")
     try:
-        # The request's keyring only while its keys are read (keyring.possessing).
-        with keyring.possessing(job.keyring):
-            credentials, used_psk = tcp_credentials(job, _peer_address(sock))
-        role = Role.SERVER if job.role == "server" else Role.CLIENT
+        credentials, used_psk = job_credentials(job, sock, tcp_credentials)
         result: TcpHandshakeResult = await run_tcp_handshake(
-            sock, role, credentials, job.timeout, install=installer
+            sock, job.role, credentials, job.timeout, install=installer
         )
-    except JobRefused as exc:
-        return Outcome(job.request_id, exc.errno, reason=str(exc))
-    except keyring.KeyringError as exc:
-        return Outcome(job.request_id, errno.ENOKEY, reason=str(exc))
-    done = result.completion
-    return Outcome(
-        request_id=job.request_id,
-        status=result.status,
-        remote_auth=remote_auth(job, done.peer_certificates, used_psk)
-        if result.ok and done
-        else (),
-        reason=result.reason,
-        cipher=done.cipher if done else 0,
-        peer=peer_subject(done.peer_certificates, done.psk_identity) if done else None,
-        duration=result.duration,
-    )
-
-
-def _peer_address(sock: socket.socket) -> str | None:
-    try:
-        address = sock.getpeername()
-    except OSError:
-        return None
-    return str(address[0]) if isinstance(address, tuple) else None
+    except (JobRefused, keyring.KeyringError) as exc:
+        return refused(job, exc)
+    return finished(job, used_psk, result, result.completion)
 
 
 __all__ = [

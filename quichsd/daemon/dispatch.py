@@ -1,0 +1,86 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""Which job serves a request: one table, (role, transport) -> job, and the one
+place that refuses what it does not hold.
+
+ACCEPT's MESSAGE_TYPE gives the role, the socket's SO_PROTOCOL the transport
+(docs/ARCHITECTURE.md, "How a kernel request flows").  The parent asks here
+before it hands a request to a worker, so no worker is sent one it cannot
+serve; the worker runs the job the same table names.  Refusals (docs/errno.md):
+a role the table does not know is EINVAL (a malformed request), a transport it
+does not know or the daemon does not serve is EOPNOTSUPP.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from types import MappingProxyType
+
+from quichsd.daemon.jobs.common import JobRefused
+from quichsd.daemon.jobs.quic import run_quic_job
+from quichsd.daemon.jobs.tcp import run_tcp_job
+from quichsd.daemon.protocol import Job, Outcome, Transport
+from quichsd.netlink.constants import MessageType
+from quichsd.quic.abi import IPPROTO_QUIC
+from quichsd.quic.sockopt import QuicSocket
+from quichsd.tls import Role
+
+#: A job: the request and the worker's socket for it in, its Outcome out.
+JobFunction = Callable[[Job, QuicSocket], Awaitable[Outcome]]
+
+#: ACCEPT's MESSAGE_TYPE -> the role the daemon plays.
+ROLES: Mapping[int, Role] = MappingProxyType(
+    {MessageType.CLIENTHELLO: Role.CLIENT, MessageType.SERVERHELLO: Role.SERVER}
+)
+#: The socket's SO_PROTOCOL -> its transport.
+TRANSPORTS: Mapping[int, Transport] = MappingProxyType(
+    {IPPROTO_QUIC: Transport.QUIC, socket.IPPROTO_TCP: Transport.TCP}
+)
+#: The dispatch table.
+JOBS: Mapping[tuple[Role, Transport], JobFunction] = MappingProxyType(
+    {
+        (Role.CLIENT, Transport.QUIC): run_quic_job,
+        (Role.SERVER, Transport.QUIC): run_quic_job,
+        (Role.CLIENT, Transport.TCP): run_tcp_job,
+        (Role.SERVER, Transport.TCP): run_tcp_job,
+    }
+)
+#: Every transport the table serves (HandshakeService's default).
+SERVED: frozenset[Transport] = frozenset(transport for _, transport in JOBS)
+
+
+def transport_of(fd: int) -> str:
+    """The transport of ``fd`` by SO_PROTOCOL, or "protocol N" for one not ours.
+
+    Borrows ``fd`` rather than a dup of it, and takes the protocol Python read
+    (SO_PROTOCOL) to build the socket object: three syscalls fewer per request.
+    """
+    sock = socket.socket(fileno=fd)
+    protocol = sock.proto
+    sock.detach()  # the fd stays open: DONE names it
+    kind = TRANSPORTS.get(protocol)
+    return f"protocol {protocol}" if kind is None else kind.value
+
+
+def role_of(message_type: int) -> Role:
+    """The role ACCEPT's MESSAGE_TYPE asks for; JobRefused(EINVAL) for any other."""
+    role = ROLES.get(message_type)
+    if role is None:
+        raise JobRefused(errno.EINVAL, f"message type {int(message_type)}")
+    return role
+
+
+def job_for(
+    role: Role, transport: str, served: Collection[str] = SERVED
+) -> tuple[Transport, JobFunction]:
+    """The job for (role, transport); JobRefused(EOPNOTSUPP) for a transport the table
+    does not hold for ``role`` or that is not in ``served``."""
+    try:
+        kind = Transport(transport)
+    except ValueError:
+        raise JobRefused(errno.EOPNOTSUPP, f"{transport} not served") from None
+    job = JOBS.get((role, kind))
+    if job is None or kind not in served:
+        raise JobRefused(errno.EOPNOTSUPP, f"{kind} not served")
+    return kind, job
