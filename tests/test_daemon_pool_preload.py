@@ -12,10 +12,11 @@ PROBE = textwrap.dedent(
     import asyncio, sys
     from quichsd.daemon.forkserver import ForkServer
     from quichsd.daemon.pool import WorkerPool
+    from quichsd.daemon.wiring import KERNEL
 
     TCP_JOB_MODULE = "quichsd.ktls.job"
     before = TCP_JOB_MODULE in sys.modules
-    forkserver = ForkServer.start()
+    forkserver = ForkServer.start(KERNEL)
     after = TCP_JOB_MODULE in sys.modules
 
     async def main():

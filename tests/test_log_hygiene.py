@@ -23,6 +23,7 @@ from quichsd.daemon import journal
 from quichsd.daemon.handler import run_job
 from quichsd.daemon.journal import EscapingFormatter, HandshakeRecord, escape, peer_address
 from quichsd.daemon.protocol import Job
+from quichsd.ktls.install import install_ktls
 from quichsd.model.rig import DaemonRig, config_text
 from quichsd.netlink.constants import MessageType
 
@@ -138,7 +139,7 @@ def test_a_job_sets_the_workers_log_level(restore_quichsd_logger: logging.Logger
         for loglevel, level in ((1, logging.DEBUG), (0, logging.INFO)):
             job = Job(request_id=1, role="client", auth_mode=3, transport="sctp", timeout=1.0,
                       loglevel=loglevel)
-            outcome = asyncio.run(run_job(job, a))
+            outcome = asyncio.run(run_job(job, a, install_ktls=install_ktls))
             assert outcome.status == errno.EOPNOTSUPP
             assert logger.level == level
 

@@ -23,7 +23,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -699,13 +699,14 @@ def _daemon_entry(argv: Sequence[str]) -> int:  # pragma: no cover - the daemon
 def _daemon_main(
     address: str, files: dict[str, Path], started: socket.socket
 ) -> int:  # pragma: no cover - the daemon
-    from quichsd.daemon import handler
     from quichsd.daemon.config import DaemonConfig, X509Files
     from quichsd.daemon.forkserver import ForkServer
     from quichsd.daemon.service import HandshakeService
-    from quichsd.netlink.family import HandshakeFamily
+    from quichsd.daemon.wiring import KERNEL
+    from quichsd.model.family_channel import open_model_family
 
-    handler.open_quic_socket = open_remote_or_kernel  # the workers, forked from here, inherit it
+    # The workers, forked from the fork server, take exported model sockets.
+    wiring = replace(KERNEL, open_quic_socket=open_remote_or_kernel)
     config = DaemonConfig(
         client=X509Files(truststore=files["ca"]),
         server=X509Files(certificate=files["chain"], private_key=str(files["key"])),
@@ -714,7 +715,7 @@ def _daemon_main(
     )
 
     async def main() -> None:
-        family = HandshakeFamily.open_model(address, join=True)
+        family = open_model_family(address, join=True)
         try:
             service = HandshakeService(
                 family,
@@ -728,7 +729,7 @@ def _daemon_main(
         finally:
             family.close()
 
-    forkserver = ForkServer.start()  # before the loop, as `quichsd serve` does
+    forkserver = ForkServer.start(wiring)  # before the loop, as `quichsd serve` does
     try:
         asyncio.run(main())
     finally:

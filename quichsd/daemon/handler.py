@@ -11,8 +11,8 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from quichsd.daemon import journal, keyring
 from quichsd.daemon.identities import peer_subject, remote_auth
@@ -23,6 +23,9 @@ from quichsd.quic.sockopt import QuicSocket
 from quichsd.tls import AuthMode, CertificateCredentials, PskClientCredentials, Role
 from quichsd.tls.binding import TlsSetupError
 from quichsd.tls.debuglog import set_gnutls_debug
+
+if TYPE_CHECKING:
+    from quichsd.ktls.session import Installer
 
 
 class JobRefused(Exception):
@@ -37,9 +40,6 @@ def open_kernel_socket(fd: int) -> QuicSocket:
     """A socket object over the worker's copy of the fd (closed by the caller)."""
     return socket.socket(fileno=fd)
 
-
-#: How a worker turns a received fd into a QUIC socket; tests install the model's.
-open_quic_socket: Callable[[int], QuicSocket] = open_kernel_socket
 
 #: One entry per kind of credentials (role, own chain or not): (the configuration
 #: generation and file state they were built from, the credentials).  A reload or a
@@ -173,14 +173,15 @@ def _peer_address(sock: QuicSocket) -> str | None:
     return str(address[0]) if isinstance(address, tuple) else None
 
 
-async def run_job(job: Job, sock: QuicSocket) -> Outcome:
+async def run_job(job: Job, sock: QuicSocket, *, install_ktls: Installer) -> Outcome:
+    """``install_ktls``: the worker's wiring (daemon/wiring.py), for TCP jobs."""
     journal.set_level(journal.level_for(job.loglevel))
     set_gnutls_debug(job.tls_debug)  # before GnuTLS sees the peer's bytes
     if job.transport == "tcp":
         # Imported here: the TCP path builds on this module's credential helpers.
         from quichsd.ktls.job import run_tcp_job
 
-        return await run_tcp_job(job, sock)
+        return await run_tcp_job(job, sock, install_ktls)
     if job.transport != "quic":
         return Outcome(job.request_id, errno.EOPNOTSUPP, reason=f"{job.transport} not served")
     try:

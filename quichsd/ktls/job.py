@@ -24,7 +24,6 @@ from quichsd.daemon import handler, keyring
 from quichsd.daemon.handler import JobRefused
 from quichsd.daemon.identities import peer_subject, remote_auth
 from quichsd.daemon.protocol import Job, Outcome
-from quichsd.ktls.install import install_ktls
 from quichsd.ktls.session import (
     Installer,
     TcpCredentials,
@@ -32,9 +31,6 @@ from quichsd.ktls.session import (
     run_tcp_handshake,
 )
 from quichsd.tls import AuthMode, Role
-
-#: What hands a finished session to the kernel; tests on kernels without kTLS replace it.
-installer: Installer = install_ktls
 
 
 def psk_client_credentials(job: Job) -> tuple[TcpCredentials, int]:
@@ -71,7 +67,8 @@ def tcp_credentials(job: Job, peer_address: str | None) -> tuple[TcpCredentials,
     )
 
 
-async def run_tcp_job(job: Job, sock: object) -> Outcome:
+async def run_tcp_job(job: Job, sock: object, install: Installer) -> Outcome:
+    """``install``: what hands the finished session to the kernel (the worker's wiring)."""
     if not isinstance(sock, socket.socket):
         return Outcome(job.request_id, errno.EIO, reason="a TCP handshake needs a kernel socket")
     try:
@@ -80,7 +77,7 @@ async def run_tcp_job(job: Job, sock: object) -> Outcome:
             credentials, used_psk = tcp_credentials(job, _peer_address(sock))
         role = Role.SERVER if job.role == "server" else Role.CLIENT
         result: TcpHandshakeResult = await run_tcp_handshake(
-            sock, role, credentials, job.timeout, install=installer
+            sock, role, credentials, job.timeout, install=install
         )
     except JobRefused as exc:
         return Outcome(job.request_id, exc.errno, reason=str(exc))
@@ -109,7 +106,6 @@ def _peer_address(sock: socket.socket) -> str | None:
 
 
 __all__ = [
-    "installer",
     "psk_client_credentials",
     "run_tcp_job",
     "tcp_credentials",

@@ -8,10 +8,10 @@
   private temporary directory;
 * a configuration file there (``config_text()`` writes tlshd's format plus our
   ``[quichsd]`` section);
-* the daemon as a subprocess, ``python -m quichsd.cli serve -c CONFIG -s
-  --model-family ADDRESS --model-quic``, so the command line, the signal
-  handling and the process model (parent + pre-forked workers) are the
-  production ones; its stderr log goes to a file (``log()``,
+* the daemon as a subprocess, ``python -m quichsd.model.serve --family ADDRESS
+  --quic -c CONFIG -s`` (``quichsd serve``'s ``serve()`` with the models' wiring),
+  so the configuration, the signal handling and the process model (parent +
+  fork server + workers) are the production ones; its stderr log goes to a file (``log()``,
   ``wait_for_log()``);
 * consumer-side helpers: ``client_request()`` connects a model QUIC client
   socket, exports it (``quichsd.model.remote``) and submits a CLIENTHELLO;
@@ -51,8 +51,6 @@ Use::
         assert handle.wait(10).status == 0    # sock is now an ESTABLISHED model socket
         rig.check_invariants()
 
-The command is ``python -m quichsd.cli``: the package has no ``__main__``
-module, so ``python -m quichsd`` does not run.
 """
 
 from __future__ import annotations
@@ -162,9 +160,8 @@ def config_text(
     return "\n".join(lines) + "\n" + extra
 
 
-#: How the rig runs the daemon: ``python -m quichsd`` needs a quichsd/__main__.py; cli.py is
-#: the console script's module.
-DAEMON_ENTRY = ("-m", "quichsd.cli")
+#: How the rig runs the daemon: the launcher with the models' wiring (``serve.py``).
+DAEMON_ENTRY = ("-m", "quichsd.model.serve")
 
 
 def _daemon_command(
@@ -173,13 +170,12 @@ def _daemon_command(
     return [
         sys.executable,
         *entry,
-        "serve",
+        "--family",
+        family_address,
+        "--quic",
         "-c",
         str(config),
         "-s",
-        "--model-family",
-        family_address,
-        "--model-quic",
     ]
 
 
@@ -256,8 +252,9 @@ class DaemonRig:
         daemon_args: Sequence[str] = (),
         entry: Sequence[str] = DAEMON_ENTRY,
     ) -> None:
-        """``entry``: the interpreter's arguments before ``serve`` (a test's own script
-        that wraps the CLI, for instance)."""
+        """``entry``: the interpreter's arguments before the launcher's (a test's own
+        script that wraps ``serve.main``, for instance); ``daemon_args``: the launcher's
+        further options (``--fork-per-request``)."""
         self.wait = wait
         self.daemon_args = tuple(daemon_args)
         self.entry = tuple(entry)
