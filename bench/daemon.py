@@ -2,7 +2,7 @@
 """Daemon throughput and READY→DONE latency: pre-forked pool vs fork per request.
 
 Two copies of the real daemon (``quichsd serve`` on the userspace models,
-through ``quichsd.model.rig``) run side by side: one with its pre-forked
+through ``quichsd.userspace.rig``) run side by side: one with its pre-forked
 worker pool, one in tlshd's process model (a fresh process per request,
 ``--fork-per-request``).  Bursts of N QUIC client requests (X.509, verified)
 against one aioquic server alternate between them, so machine noise hits both
@@ -31,8 +31,8 @@ from typing import Any, TypeVar
 from aioquic.asyncio import serve
 from aioquic.quic.configuration import QuicConfiguration
 
-from quichsd.model.rig import DaemonRig, config_text
 from quichsd.tls.selfsigned import issue, make_ca
+from quichsd.userspace.rig import DaemonRig, config_text
 
 SERVER_NAME = "server.bench.test"
 _T = TypeVar("_T")

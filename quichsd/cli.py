@@ -15,7 +15,7 @@ from quichsd.tls.levels import Cipher
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.daemon:
-        from quichsd.daemon_demo import run_daemon_demo
+        from quichsd.userspace.daemon_demo import run_daemon_demo
 
         return run_daemon_demo()
     from quichsd.demo import describe, run_demo

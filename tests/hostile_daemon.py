@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""``quichsd serve`` on the models (``quichsd.model.serve``) whose workers act as if a peer
+"""``quichsd serve`` on the models (``quichsd.userspace.serve``) whose workers act as if a peer
 had taken one over: for a request whose peer name is ``HOSTILE_PEERNAME`` the worker
 opens a netlink socket before the handshake -- what code injected by a peer would do to
 reach the handshake family and ACCEPT or DONE other consumers' requests.  The daemon is
@@ -18,8 +18,8 @@ import sys
 from quichsd.daemon import handler
 from quichsd.daemon.protocol import Job, Outcome
 from quichsd.ktls.session import Installer
-from quichsd.model.serve import main
 from quichsd.quic.sockopt import QuicSocket
+from quichsd.userspace.serve import main
 
 HOSTILE_PEERNAME = "open-netlink.test"
 NETLINK_GENERIC = 16

@@ -12,8 +12,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from quichsd.model.family import FamilyModel, RequestCancelled, RequestHandle, State
-from quichsd.model.family_channel import ModelChannel, open_model_family
 from quichsd.netlink import messages as m
 from quichsd.netlink.constants import (
     NLM_F_ACK,
@@ -26,6 +24,8 @@ from quichsd.netlink.constants import (
 from quichsd.netlink.errors import FamilyUnavailable, NetlinkCommandError
 from quichsd.netlink.family import HandshakeFamily, KernelCapabilities
 from quichsd.netlink.requests import AcceptedRequest, X509Pair
+from quichsd.userspace.family import FamilyModel, RequestCancelled, RequestHandle, State
+from quichsd.userspace.family_channel import ModelChannel, open_model_family
 
 WAIT = 2.0
 A = m.ACCEPT_NAMES

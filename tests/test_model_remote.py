@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""A model QUIC socket served over a real fd (``quichsd.model.remote``), used from other processes.
+"""A model QUIC socket served over a real fd (``quichsd.userspace.remote``), used elsewhere.
 
 The agents here are forked processes that receive the exported fd by
 SCM_RIGHTS, as daemon workers do.  They are forked while the test process
@@ -33,15 +33,6 @@ from aioquic.quic.configuration import QuicConfiguration
 from interop_support import AioquicServer, LoopThread
 
 from quichsd import api
-from quichsd.model import ModelQuicListener, ModelQuicSocket, SockState, streams
-from quichsd.model.remote import (
-    ExportedSocket,
-    RemoteQuicSocket,
-    export_socket,
-    is_remote_model_socket,
-    open_remote_or_kernel,
-    transport_of_remote_or_kernel,
-)
 from quichsd.quic import sockopt
 from quichsd.quic.abi import (
     MSG_DONTWAIT,
@@ -59,6 +50,16 @@ from quichsd.quic.abi import (
 from quichsd.quic.driver import Credentials
 from quichsd.tls import AuthMode, CertificateCredentials, Level, SendHandshake
 from quichsd.tls.selfsigned import Issued
+from quichsd.userspace import ModelQuicListener, ModelQuicSocket, SockState
+from quichsd.userspace.remote import (
+    ExportedSocket,
+    RemoteQuicSocket,
+    export_socket,
+    is_remote_model_socket,
+    open_remote_or_kernel,
+    transport_of_remote_or_kernel,
+)
+from tests.support import streams
 
 SERVER_NAME = "server.test"
 ALPN = b"echo"
@@ -703,7 +704,7 @@ def _daemon_main(
     from quichsd.daemon.forkserver import ForkServer
     from quichsd.daemon.service import HandshakeService
     from quichsd.daemon.wiring import KERNEL
-    from quichsd.model.family_channel import open_model_family
+    from quichsd.userspace.family_channel import open_model_family
 
     # The workers, forked from the fork server, take exported model sockets.
     wiring = replace(KERNEL, open_quic_socket=open_remote_or_kernel)
@@ -752,7 +753,7 @@ def daemon_files(tmp_path: Path, ca: Issued, server_leaf: Issued) -> dict[str, P
 
 @pytest.fixture
 def family_and_daemon(no_leaks: None, daemon_files: dict[str, Path]) -> Iterator[Any]:
-    from quichsd.model.family import FamilyModel
+    from quichsd.userspace.family import FamilyModel
 
     with FamilyModel() as family:
         daemon = Daemon(family.address, daemon_files)

@@ -28,13 +28,13 @@ from pathlib import Path
 
 import pytest
 
-import quichsd.model.rig as rig_module
+import quichsd.userspace.rig as rig_module
 from quichsd.daemon.config import HANDSHAKES_PER_WORKER, MAX_WORKERS
 from quichsd.install import render_unit
-from quichsd.model import ModelQuicListener
-from quichsd.model.family import FamilyModel
-from quichsd.model.rig import DaemonRig, config_text, proc_status
 from quichsd.tls.selfsigned import issue, make_ca
+from quichsd.userspace import ModelQuicListener
+from quichsd.userspace.family import FamilyModel
+from quichsd.userspace.rig import DaemonRig, config_text, proc_status
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "systemd" / "quichsd.service"

@@ -3,7 +3,7 @@
 
 ``run_tcp_handshake`` (``session.py``) is the entry point; ``install.py``
 hands the keys to the kernel, ``abi.py`` packs them, ``priority.py`` builds
-the GnuTLS priorities tlshd uses on TCP.  ``python -m quichsd.ktls.selftest``
+the GnuTLS priorities tlshd uses on TCP.  ``python -m tests.support.ktls_selftest``
 checks the whole path on a kernel that has kTLS.
 """
 

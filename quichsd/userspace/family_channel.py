@@ -3,7 +3,7 @@
 
 ``ModelChannel`` is the model's counterpart of ``quichsd.netlink.KernelChannel``: an
 AF_UNIX SOCK_SEQPACKET connection to the userspace family model
-(``quichsd.model.family``); it carries byte-identical netlink messages, one datagram
+(``quichsd.userspace.family``); it carries byte-identical netlink messages, one datagram
 per netlink send, and emulates the two places where the kernel touches fd tables:
 
 * ACCEPT reply: the kernel installs a new fd in the caller and writes its number into
@@ -104,7 +104,7 @@ def open_model_family(
 
 
 class ModelChannel(Channel):
-    """SEQPACKET connection to ``quichsd.model.family.FamilyModel`` (see module doc)."""
+    """SEQPACKET connection to ``quichsd.userspace.family.FamilyModel`` (see module doc)."""
 
     def __init__(self, address: str) -> None:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)

@@ -8,13 +8,13 @@
   private temporary directory;
 * a configuration file there (``config_text()`` writes tlshd's format plus our
   ``[quichsd]`` section);
-* the daemon as a subprocess, ``python -m quichsd.model.serve --family ADDRESS
+* the daemon as a subprocess, ``python -m quichsd.userspace.serve --family ADDRESS
   --quic -c CONFIG -s`` (``quichsd serve``'s ``serve()`` with the models' wiring),
   so the configuration, the signal handling and the process model (parent +
   fork server + workers) are the production ones; its stderr log goes to a file (``log()``,
   ``wait_for_log()``);
 * consumer-side helpers: ``client_request()`` connects a model QUIC client
-  socket, exports it (``quichsd.model.remote``) and submits a CLIENTHELLO;
+  socket, exports it (``quichsd.userspace.remote``) and submits a CLIENTHELLO;
   ``server_request()`` accepts from a ``ModelQuicListener``, exports and
   submits a SERVERHELLO; ``submit()`` resubmits on EAGAIN (the family's
   pending limit) until a deadline;
@@ -73,13 +73,13 @@ from typing import NamedTuple
 
 from quichsd.daemon import keyring
 from quichsd.daemon.identities import MUTUAL_AUTH_MARKER
-from quichsd.model.family import Completion, FamilyModel, RequestHandle
-from quichsd.model.family_request import State
-from quichsd.model.listener import ModelQuicListener
-from quichsd.model.quic_socket import ModelQuicSocket
-from quichsd.model.remote import ExportedSocket, export_socket
 from quichsd.netlink.constants import AuthMode, MessageType
 from quichsd.quic.abi import Config
+from quichsd.userspace.family import Completion, FamilyModel, RequestHandle
+from quichsd.userspace.family_request import State
+from quichsd.userspace.listener import ModelQuicListener
+from quichsd.userspace.quic_socket import ModelQuicSocket
+from quichsd.userspace.remote import ExportedSocket, export_socket
 
 __all__ = [
     "AUTH_MODES",
@@ -139,7 +139,7 @@ def config_text(
     ``status_socket``: give each rig its own (``rig.dir / "status.sock"``), so that
     daemons running side by side do not compete for the default path.
     """
-    lines = ["# written by quichsd.model.rig", "[debug]", f"loglevel={loglevel}"]
+    lines = ["# written by quichsd.userspace.rig", "[debug]", f"loglevel={loglevel}"]
     if keyrings:
         lines += ["[authenticate]", "keyrings=" + ";".join(keyrings)]
     for section, values in (("client", client), ("server", server)):
@@ -161,7 +161,7 @@ def config_text(
 
 
 #: How the rig runs the daemon: the launcher with the models' wiring (``serve.py``).
-DAEMON_ENTRY = ("-m", "quichsd.model.serve")
+DAEMON_ENTRY = ("-m", "quichsd.userspace.serve")
 
 
 def _daemon_command(

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The real daemon against the userspace models: ``quichsd serve`` with a model wiring.
 
-``python -m quichsd.model.serve --family ADDRESS [--quic] [--fork-per-request] -c CONFIG [-s]``
+``python -m quichsd.userspace.serve --family ADDRESS [--quic] [--fork-per-request] -c CONFIG [-s]``
 runs ``quichsd.daemon.main.serve`` unchanged (configuration, signals, fork server, workers)
 with the family model at ADDRESS instead of the kernel's netlink family; ``--quic`` makes
 the workers take exported model QUIC sockets (``remote.py``) as QUIC sockets;
@@ -21,8 +21,8 @@ from pathlib import Path
 from quichsd.daemon.main import ServeOptions, serve
 from quichsd.daemon.service import transport_of
 from quichsd.daemon.wiring import KERNEL, Wiring
-from quichsd.model.family_channel import open_model_family
-from quichsd.model.remote import open_remote_or_kernel, transport_of_remote_or_kernel
+from quichsd.userspace.family_channel import open_model_family
+from quichsd.userspace.remote import open_remote_or_kernel, transport_of_remote_or_kernel
 
 
 def model_wiring(family: str, *, quic: bool, fork_per_request: bool = False) -> Wiring:
@@ -39,7 +39,7 @@ def model_wiring(family: str, *, quic: bool, fork_per_request: bool = False) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m quichsd.model.serve",
+        prog="python -m quichsd.userspace.serve",
         description="quichsd serve against the userspace kernel models (tests, demos, bench)",
     )
     parser.add_argument("--family", required=True, metavar="ADDRESS", help="family model address")

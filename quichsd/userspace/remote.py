@@ -72,8 +72,8 @@ from quichsd.daemon.service import transport_of
 from quichsd.quic.abi import MSG_DONTWAIT
 
 if TYPE_CHECKING:
-    from quichsd.model.quic_socket import ModelQuicSocket
     from quichsd.quic.sockopt import QuicSocket
+    from quichsd.userspace.quic_socket import ModelQuicSocket
 
 __all__ = [
     "PEER_NAME_PREFIX",
