@@ -10,7 +10,7 @@ from typing import Any
 from quichsd.quic.abi import Config
 from quichsd.tls.selfsigned import issue, make_ca
 from quichsd.userspace import ModelQuicListener
-from quichsd.userspace.rig import DaemonRig, Request, config_text
+from tests.support.rig import DaemonRig, Request, config_text
 
 SERVER_NAME = "server.test"
 ALPN = "echo"

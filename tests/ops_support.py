@@ -16,7 +16,7 @@ from typing import Any
 
 from quichsd.tls.selfsigned import Issued, issue, make_ca
 from quichsd.userspace import ModelQuicListener
-from quichsd.userspace.rig import DaemonRig, Request, config_text
+from tests.support.rig import DaemonRig, Request, config_text
 
 SERVER_NAME = "server.test"
 ALPN = "echo"

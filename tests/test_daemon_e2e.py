@@ -34,22 +34,16 @@ from cryptography.hazmat.primitives import serialization
 from hostile_daemon import HOSTILE_PEERNAME
 
 from quichsd.daemon import keyring
+from quichsd.daemon.identities import MUTUAL_AUTH_MARKER
 from quichsd.netlink.constants import AuthMode, MessageType
 from quichsd.quic import sockopt
 from quichsd.quic.abi import Config, TransportError
 from quichsd.tls import Level
 from quichsd.tls.selfsigned import Issued, issue, make_ca
 from quichsd.userspace import ModelQuicListener, ModelQuicSocket, SockState
-from quichsd.userspace.rig import (
-    MUTUAL_AUTH_MARKER,
-    DaemonExited,
-    DaemonRig,
-    Request,
-    config_text,
-    proc_status,
-    run_daemon_once,
-)
 from tests.support import streams
+from tests.support.procfs import proc_status
+from tests.support.rig import DaemonExited, DaemonRig, Request, config_text, run_daemon_once
 
 SERVER_NAME = "server.test"
 ALPN = "echo"

@@ -32,8 +32,8 @@ from test_daemon_e2e import (  # noqa: F401  (fixtures)
 
 from quichsd.netlink.constants import AcceptAttr
 from quichsd.userspace import ModelQuicListener
-from quichsd.userspace.rig import DaemonRig
 from tests.support.family_faults import PLACEHOLDER, AcceptFault
+from tests.support.rig import DaemonRig
 
 
 def _fd_table(pid: int) -> dict[int, str]:

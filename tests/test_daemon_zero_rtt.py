@@ -34,7 +34,7 @@ from quichsd.tls import (
 )
 from quichsd.tls.resumption import TAG_SIZE, seal
 from quichsd.userspace import ModelQuicListener, ModelQuicSocket
-from quichsd.userspace.rig import DaemonRig, Request
+from tests.support.rig import DaemonRig, Request
 
 WORKERS = 3
 #: A replayed request's deadline (ms): it holds its worker until the test ends it.

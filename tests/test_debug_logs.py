@@ -19,7 +19,7 @@ from quichsd.netlink.constants import NLM_F_REQUEST, Command
 from quichsd.tls import HandshakeEngine, debuglog
 from quichsd.tls.memory import run_pair
 from quichsd.userspace import ModelQuicListener
-from quichsd.userspace.rig import DaemonRig
+from tests.support.rig import DaemonRig
 
 EngineFactory = Callable[..., HandshakeEngine]
 

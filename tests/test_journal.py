@@ -32,7 +32,7 @@ from quichsd.daemon.journal import (
     log_handshake,
 )
 from quichsd.userspace import ModelQuicListener
-from quichsd.userspace.rig import DaemonRig
+from tests.support.rig import DaemonRig
 
 SUCCESS = HandshakeRecord(
     request_id=7,

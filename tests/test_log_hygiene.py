@@ -25,7 +25,7 @@ from quichsd.daemon.journal import EscapingFormatter, HandshakeRecord, escape, p
 from quichsd.daemon.protocol import Job
 from quichsd.ktls.install import install_ktls
 from quichsd.netlink.constants import MessageType
-from quichsd.userspace.rig import DaemonRig, config_text
+from tests.support.rig import DaemonRig, config_text
 
 #: A peer name that tries to forge a second log line and recolour a terminal.
 HOSTILE = "evil\nquichsd[1]: request 99: forged\x1b[31m\x7f\u2028"

@@ -27,7 +27,7 @@ from quichsd.daemon.metrics_openmetrics import render_openmetrics
 from quichsd.daemon.metrics_table import quantile, render_table
 from quichsd.daemon.status import StatusServer, StatusUnavailable, query, query_snapshot
 from quichsd.userspace import ModelQuicListener
-from quichsd.userspace.rig import DaemonRig
+from tests.support.rig import DaemonRig
 
 # -- Metrics -------------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from ops_support import NotifyListener, statuses, write_pki, x509_config, x509_p
 
 from quichsd.daemon.notify import Lifecycle, Notifier
 from quichsd.userspace import ModelQuicListener
-from quichsd.userspace.rig import DaemonRig
+from tests.support.rig import DaemonRig
 
 WAIT = 15.0
 
