@@ -97,6 +97,8 @@ DAEMON_ENTRY = ("-m", "quichsd.userspace.serve")
 def daemon_command(
     config: Path, family_address: str, entry: Sequence[str] = DAEMON_ENTRY
 ) -> list[str]:
+    """The launcher's command line: the models' family at ``family_address``, model QUIC
+    sockets, ``config``, the log on stderr."""
     return [
         sys.executable,
         *entry,
@@ -110,6 +112,8 @@ def daemon_command(
 
 
 def daemon_env() -> dict[str, str]:
+    """Ours, with this quichsd's root first on PYTHONPATH (from a checkout: the same code
+    and a test's wrapper script find what this process imports) and unbuffered output."""
     env = dict(os.environ)
     path = env.get("PYTHONPATH")
     env["PYTHONPATH"] = str(_REPO_ROOT) + (os.pathsep + path if path else "")
