@@ -4,9 +4,9 @@
 Two copies of the real daemon (``serve()`` on the userspace models, through
 ``quichsd.userspace.rig`` and its launcher ``python -m quichsd.userspace.serve``) run
 side by side: one with its pre-forked worker pool, one in tlshd's process model (a
-fresh process per request, the launcher's ``--fork-per-request``).  Bursts of N QUIC client requests (X.509, verified)
-against one aioquic server alternate between them, so machine noise hits both
-alike.  Per mode: requests per second over the burst, and the p50/p99 of
+fresh process per request, the launcher's ``--fork-per-request``).  Bursts of N QUIC
+client requests (X.509, verified) against one aioquic server alternate between them,
+so machine noise hits both alike.  Per mode: requests per second over the burst, and the p50/p99 of
 READY→DONE as the family model timed them.  The last line is
 
     pool/fork-per-request time ratio: X.XX
