@@ -1,12 +1,12 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Daemon throughput and READY→DONE latency: pre-forked pool vs fork per request.
 
-Two copies of the real daemon (``quichsd serve`` on the userspace models,
-through ``quichsd.model.rig``) run side by side: one with its pre-forked
-worker pool, one in tlshd's process model (a fresh process per request,
-``--fork-per-request``).  Bursts of N QUIC client requests (X.509, verified)
-against one aioquic server alternate between them, so machine noise hits both
-alike.  Per mode: requests per second over the burst, and the p50/p99 of
+Two copies of the real daemon (``serve()`` on the userspace models, through
+``quichsd.userspace.rig`` and its launcher ``python -m quichsd.userspace.serve``) run
+side by side: one with its pre-forked worker pool, one in tlshd's process model (a
+fresh process per request, the launcher's ``--fork-per-request``).  Bursts of N QUIC
+client requests (X.509, verified) against one aioquic server alternate between them,
+so machine noise hits both alike.  Per mode: requests per second over the burst, and the p50/p99 of
 READY→DONE as the family model timed them.  The last line is
 
     pool/fork-per-request time ratio: X.XX
@@ -31,8 +31,8 @@ from typing import Any, TypeVar
 from aioquic.asyncio import serve
 from aioquic.quic.configuration import QuicConfiguration
 
-from quichsd.model.rig import DaemonRig, config_text
 from quichsd.tls.selfsigned import issue, make_ca
+from quichsd.userspace.rig import DaemonRig, config_text
 
 SERVER_NAME = "server.bench.test"
 _T = TypeVar("_T")

@@ -2,7 +2,7 @@
 """Soak: many handshakes through the daemon, watching every process for growth.
 
 The real daemon (``quichsd serve`` on the userspace models, through
-``quichsd.model.rig``) serves ``--count`` QUIC client requests (X.509,
+``quichsd.userspace.rig``) serves ``--count`` QUIC client requests (X.509,
 verified) against one aioquic server, in bursts of ``--batch``.  Every
 ``--sample`` handshakes it reads, for the parent and for each worker, the
 proportional set size (``Pss`` in /proc/PID/smaps_rollup), private memory and
@@ -33,7 +33,7 @@ from pathlib import Path
 from daemon import SERVER_NAME, pki_and_server  # bench/daemon.py
 
 from quichsd.daemon import keyring
-from quichsd.model.rig import DaemonRig, config_text
+from quichsd.userspace.rig import DaemonRig, config_text
 
 #: What a process may grow per 10,000 handshakes (KiB of PSS).
 PSS_TARGET_KIB = 256.0

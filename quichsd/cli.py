@@ -15,7 +15,7 @@ from quichsd.tls.levels import Cipher
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.daemon:
-        from quichsd.daemon_demo import run_daemon_demo
+        from quichsd.userspace.daemon_demo import run_daemon_demo
 
         return run_daemon_demo()
     from quichsd.demo import describe, run_demo
@@ -37,9 +37,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         ServeOptions(
             config=args.config,
             stderr=args.stderr,
-            model_family=args.model_family,
-            model_quic=args.model_quic,
-            fork_per_request=args.fork_per_request,
         )
     )
 
@@ -128,11 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _serve_options(serve, top_level=False)
-    serve.add_argument("--model-family", metavar="ADDRESS", help=argparse.SUPPRESS)
-    serve.add_argument("--model-quic", action="store_true", help=argparse.SUPPRESS)
-    # tlshd's process model, for bench/daemon.py's comparison only.
-    serve.add_argument("--fork-per-request", action="store_true", help=argparse.SUPPRESS)
-    serve.set_defaults(func=_cmd_serve, model_family=None, model_quic=False)
+    serve.set_defaults(func=_cmd_serve)
 
     check = sub.add_parser(
         "check",
@@ -263,7 +256,6 @@ def _serve_options(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
         "-v", "--version", dest=f"{prefix}version", action="store_true",
         help="print the version",
     )
-    parser.set_defaults(fork_per_request=False)
 
 
 def _para(text: str) -> str:
@@ -322,7 +314,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     top = (args.top_config, args.top_stderr, args.top_version)
     if args.command is None:  # tlshd's command line: `quichsd [-c FILE] [-s] [-v]` is serve
         args.config, args.stderr, args.version = top
-        args.model_family, args.model_quic = None, False
         return _cmd_serve(args)
     if args.command != "serve" and any(top):
         parser.error(f"-c, -s and -v before a COMMAND are serve's; give {args.command}'s after it")

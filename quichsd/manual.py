@@ -179,6 +179,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_options(args: argparse.Namespace) -> None:
     """Every named file readable (saying which option named it), options that fit together."""
+    if args.userspace:
+        from quichsd.userspace import missing
+
+        problem = missing()
+        if problem is not None:
+            raise ManualError(problem)
     for option in ("ca", "cert", "key", "psk_file") + (
         ("ticket_in",) if args.role == "client" else ()
     ):
@@ -281,7 +287,7 @@ def _client_socket(
     alpn = _alpn(args)
     session, peer_params = ticket if ticket is not None else (None, None)
     if args.userspace:
-        from quichsd.model import ModelQuicSocket
+        from quichsd.userspace import ModelQuicSocket
 
         sock: Any = ModelQuicSocket.connect(
             (_loopback(args.host), args.port),
@@ -381,7 +387,7 @@ def _listen(args: argparse.Namespace, config: Config, stack: ExitStack) -> Calla
     """Starts listening; returns a function that accepts the next connection."""
     alpn = _alpn(args)
     if args.userspace:
-        from quichsd.model import ModelQuicListener
+        from quichsd.userspace import ModelQuicListener
 
         listener: Any = stack.enter_context(
             ModelQuicListener((_loopback(args.addr), args.port), alpn=alpn, config=config)

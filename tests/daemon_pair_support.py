@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from quichsd.model import ModelQuicListener
-from quichsd.model.rig import DaemonRig, Request, config_text
 from quichsd.quic.abi import Config
 from quichsd.tls.selfsigned import issue, make_ca
+from quichsd.userspace import ModelQuicListener
+from tests.support.rig import DaemonRig, Request, config_text
 
 SERVER_NAME = "server.test"
 ALPN = "echo"

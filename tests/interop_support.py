@@ -39,12 +39,13 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.tls import SessionTicket as AioquicTicket
 
 from quichsd import api
-from quichsd.model import ModelQuicListener, ModelQuicSocket, SockState, streams
 from quichsd.quic import sockopt
 from quichsd.quic.abi import Config, ConnectionClose
 from quichsd.quic.driver import Credentials, HandshakeResult
 from quichsd.tls import Cipher
 from quichsd.tls.selfsigned import Issued, issue, make_ca
+from quichsd.userspace import ModelQuicListener, ModelQuicSocket, SockState
+from tests.support import streams
 
 SERVER_NAME = "server.test"
 CLIENT_NAME = "client.test"

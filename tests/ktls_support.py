@@ -12,8 +12,8 @@ from typing import Any
 
 from quichsd.ktls import TcpCredentials, TcpHandshakeResult, run_tcp_handshake
 from quichsd.ktls.abi import SOL_TCP, TCP_ULP, TCP_ULP_TLS
-from quichsd.ktls.soft import RecordLayer, split_records
 from quichsd.tls import Role
+from tests.support.ktls_soft import RecordLayer, split_records
 
 TIMEOUT = 10.0
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quichsd.model import ModelQuicListener
-from quichsd.model.rig import DaemonRig, Request, config_text
 from quichsd.tls.selfsigned import Issued, issue, make_ca
+from quichsd.userspace import ModelQuicListener
+from tests.support.rig import DaemonRig, Request, config_text
 
 SERVER_NAME = "server.test"
 ALPN = "echo"

@@ -2,7 +2,7 @@
 """The real daemon, end to end: ``quichsd serve`` on the family model and the QUIC socket model.
 
 Every test runs the production command line in a subprocess through
-``quichsd.model.rig.DaemonRig``: a FamilyModel plays the kernel's handshake
+``quichsd.userspace.rig.DaemonRig``: a FamilyModel plays the kernel's handshake
 family, model QUIC sockets (exported as real fds) play the consumers'
 sockets, and the peers are independent QUIC stacks (aioquic, qh3) or, where
 those cannot take part (PSK), the daemon's other role.  Each test ends with
@@ -34,21 +34,16 @@ from cryptography.hazmat.primitives import serialization
 from hostile_daemon import HOSTILE_PEERNAME
 
 from quichsd.daemon import keyring
-from quichsd.model import ModelQuicListener, ModelQuicSocket, SockState, streams
-from quichsd.model.rig import (
-    MUTUAL_AUTH_MARKER,
-    DaemonExited,
-    DaemonRig,
-    Request,
-    config_text,
-    proc_status,
-    run_daemon_once,
-)
+from quichsd.daemon.identities import MUTUAL_AUTH_MARKER
 from quichsd.netlink.constants import AuthMode, MessageType
 from quichsd.quic import sockopt
 from quichsd.quic.abi import Config, TransportError
 from quichsd.tls import Level
 from quichsd.tls.selfsigned import Issued, issue, make_ca
+from quichsd.userspace import ModelQuicListener, ModelQuicSocket, SockState
+from tests.support import streams
+from tests.support.procfs import proc_status
+from tests.support.rig import DaemonExited, DaemonRig, Request, config_text, run_daemon_once
 
 SERVER_NAME = "server.test"
 ALPN = "echo"

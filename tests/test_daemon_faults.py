@@ -30,10 +30,10 @@ from test_daemon_e2e import (  # noqa: F401  (fixtures)
     silent_peer,
 )
 
-from quichsd.model import ModelQuicListener
-from quichsd.model.family_faults import PLACEHOLDER, AcceptFault
-from quichsd.model.rig import DaemonRig
 from quichsd.netlink.constants import AcceptAttr
+from quichsd.userspace import ModelQuicListener
+from tests.support.family_faults import PLACEHOLDER, AcceptFault
+from tests.support.rig import DaemonRig
 
 
 def _fd_table(pid: int) -> dict[int, str]:

@@ -12,9 +12,10 @@ PROBE = textwrap.dedent(
     import asyncio, sys
     from quichsd.daemon.forkserver import ForkServer
     from quichsd.daemon.pool import WorkerPool
+    from quichsd.daemon.wiring import KERNEL
 
     TCP_JOB_MODULE = "quichsd.daemon.jobs.tcp"
-    forkserver = ForkServer.start()
+    forkserver = ForkServer.start(KERNEL)
     after = TCP_JOB_MODULE in sys.modules
 
     async def main():

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """0-RTT across the daemon's workers (issue 11, item 11): one replayed flight, one acceptance.
 
-The real daemon on the models (``quichsd.model.rig``) runs ``WORKERS`` workers.
+The real daemon on the models (``quichsd.userspace.rig``) runs ``WORKERS`` workers.
 A ticket is issued by the daemon's server to the daemon's client; the test
 then builds one 0-RTT ClientHello from it with the engine and sends exactly
 those bytes, on a fresh connection each, to every worker.  A server that
@@ -22,8 +22,6 @@ from pathlib import Path
 import pytest
 from daemon_pair_support import ALPN, SERVER_NAME, WAIT, both_roles_config, daemon_pair, write_pki
 
-from quichsd.model import ModelQuicListener, ModelQuicSocket
-from quichsd.model.rig import DaemonRig, Request
 from quichsd.quic import sockopt
 from quichsd.tls import (
     AuthMode,
@@ -35,6 +33,8 @@ from quichsd.tls import (
     SendHandshake,
 )
 from quichsd.tls.resumption import TAG_SIZE, seal
+from quichsd.userspace import ModelQuicListener, ModelQuicSocket
+from tests.support.rig import DaemonRig, Request
 
 WORKERS = 3
 #: A replayed request's deadline (ms): it holds its worker until the test ends it.

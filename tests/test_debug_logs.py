@@ -13,13 +13,13 @@ import pytest
 from ops_support import statuses, write_pki, x509_config, x509_pair
 from quichsd.tls._gnutls import ffi
 
-from quichsd.model import ModelQuicListener
-from quichsd.model.rig import DaemonRig
 from quichsd.netlink import messages as m
 from quichsd.netlink import trace
 from quichsd.netlink.constants import NLM_F_REQUEST, Command
 from quichsd.tls import HandshakeEngine, debuglog
 from quichsd.tls.memory import run_pair
+from quichsd.userspace import ModelQuicListener
+from tests.support.rig import DaemonRig
 
 EngineFactory = Callable[..., HandshakeEngine]
 

@@ -12,9 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from quichsd.model.family import FamilyModel, RequestCancelled, RequestHandle, State
 from quichsd.netlink import messages as m
-from quichsd.netlink.channel import ModelChannel
 from quichsd.netlink.constants import (
     NLM_F_ACK,
     NLM_F_REQUEST,
@@ -26,6 +24,8 @@ from quichsd.netlink.constants import (
 from quichsd.netlink.errors import FamilyUnavailable, NetlinkCommandError
 from quichsd.netlink.family import HandshakeFamily, KernelCapabilities
 from quichsd.netlink.requests import AcceptedRequest, X509Pair
+from quichsd.userspace.family import FamilyModel, RequestCancelled, RequestHandle, State
+from quichsd.userspace.family_channel import ModelChannel, open_model_family
 
 WAIT = 2.0
 A = m.ACCEPT_NAMES
@@ -43,7 +43,7 @@ def open_family(model: FamilyModel) -> Iterator[Callable[..., HandshakeFamily]]:
     opened: list[HandshakeFamily] = []
 
     def factory(join: bool = False) -> HandshakeFamily:
-        fam = HandshakeFamily.open_model(model.address, join=join, reply_timeout=WAIT)
+        fam = open_model_family(model.address, join=join, reply_timeout=WAIT)
         opened.append(fam)
         return fam
 
@@ -231,7 +231,7 @@ def test_submit_pending_limit_is_eagain(
     open_family: Callable[..., HandshakeFamily], sockets: Callable[[], socket.socket]
 ) -> None:
     with FamilyModel(pending_max=2) as fm:
-        fam = HandshakeFamily.open_model(fm.address, join=True)
+        fam = open_model_family(fm.address, join=True)
         with fam:
             fm.submit(sockets())
             fm.submit(sockets())
@@ -372,7 +372,7 @@ def test_done_without_status_completes_with_eio(model: FamilyModel, handle: Requ
 )
 def test_probe(remote_auth: bool, tag: bool, expected: KernelCapabilities) -> None:
     model = FamilyModel(supports_remote_auth=remote_auth, supports_tag=tag)
-    with model as fm, HandshakeFamily.open_model(fm.address, join=True) as fam:
+    with model as fm, open_model_family(fm.address, join=True) as fam:
         assert fam.probe_optional_attributes() == expected
         errors = fm.stats.errors
         assert fm.dones == 0 and errors.get("EBADF", 0) + errors.get("EINVAL", 0) == 2
@@ -380,8 +380,8 @@ def test_probe(remote_auth: bool, tag: bool, expected: KernelCapabilities) -> No
 
 def test_done_honours_probe_result(sockets: Callable[[], socket.socket]) -> None:
     with FamilyModel(supports_tag=True) as fm:
-        listener = HandshakeFamily.open_model(fm.address, join=True)
-        agent = HandshakeFamily.open_model(fm.address)
+        listener = open_model_family(fm.address, join=True)
+        agent = open_model_family(fm.address)
         with listener, agent:
             handle = fm.submit(sockets(), MessageType.SERVERHELLO, AuthMode.X509)
             req = accepted(agent)
@@ -389,7 +389,7 @@ def test_done_honours_probe_result(sockets: Callable[[], socket.socket]) -> None
             assert handle.wait(WAIT) == (0, [9])
             req.close()
             assert agent.probe_optional_attributes().session_tags is True
-    with FamilyModel() as fm, HandshakeFamily.open_model(fm.address, join=True) as fam:
+    with FamilyModel() as fm, open_model_family(fm.address, join=True) as fam:
         fam.capabilities = KernelCapabilities(remote_peerids=True, session_tags=True)
         handle = fm.submit(sockets())
         req = accepted(fam)
@@ -407,7 +407,7 @@ def test_done_honours_probe_result(sockets: Callable[[], socket.socket]) -> None
 def test_family_unavailable() -> None:
     with FamilyModel(family_present=False) as fm:
         with pytest.raises(FamilyUnavailable) as info:
-            HandshakeFamily.open_model(fm.address)
+            open_model_family(fm.address)
         assert info.value.errno == errno.ENOENT
         with ModelChannel(fm.address) as chan:
             fam = HandshakeFamily(chan)

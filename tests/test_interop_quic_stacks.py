@@ -29,7 +29,7 @@ Where the stacks differ, the difference is a named field of their ``Peer``:
   and ``test_our_ticket_does_not_fit_qh3s_client_hello`` pins the bug.
 
 0-RTT: the model sends no 0-RTT application data from our client (see
-``quichsd.model``), so in that direction only the TLS-level acceptance is
+``quichsd.userspace``), so in that direction only the TLS-level acceptance is
 checked; a peer's client does send 0-RTT stream data to our server, and that is
 checked end to end.
 """

@@ -31,8 +31,8 @@ from quichsd.daemon.journal import (
     journal_handler,
     log_handshake,
 )
-from quichsd.model import ModelQuicListener
-from quichsd.model.rig import DaemonRig
+from quichsd.userspace import ModelQuicListener
+from tests.support.rig import DaemonRig
 
 SUCCESS = HandshakeRecord(
     request_id=7,

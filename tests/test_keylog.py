@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 from daemon_pair_support import ALPN, SERVER_NAME, WAIT, both_roles_config, daemon_pair, write_pki
 
-from quichsd.model import ModelQuicListener
-from quichsd.model.rig import DaemonRig
 from quichsd.netlink.constants import MessageType
+from quichsd.userspace import ModelQuicListener
+from tests.support.rig import DaemonRig
 
 #: One NSS key log line for TLS 1.3: label, client random, secret (SHA-256 or SHA-384).
 NSS_LINE = re.compile(r"^([A-Z_0-9]+) ([0-9a-f]{64}) ([0-9a-f]{64}|[0-9a-f]{96})$")

@@ -32,10 +32,10 @@ import quichsd.ktls.session as session_module
 from quichsd.ktls import TcpCredentials, TcpHandshakeResult, install_ktls, run_tcp_handshake
 from quichsd.ktls.abi import SOL_TCP, TCP_NODELAY, TLS_1_3_VERSION, ContentType
 from quichsd.ktls.priority import system_ciphers
-from quichsd.ktls.soft import RecordLayer
 from quichsd.tls import AuthMode, CertificateCredentials, Role
 from quichsd.tls.binding import gnutls_version, psk_binder_hash_supported
 from quichsd.tls.selfsigned import Issued, issue
+from tests.support.ktls_soft import RecordLayer
 
 SERVER_NAME = "server.test"
 ALERT_BAD_CERTIFICATE, ALERT_CERTIFICATE_EXPIRED, ALERT_UNKNOWN_CA = 42, 45, 48

@@ -4,8 +4,9 @@
 
 Credentials come from configuration files or keyring serials, as for QUIC;
 REMOTE_AUTH follows docs/kernel-abi.md §REMOTE-AUTH for TCP.  kTLS itself is replaced
-by a recorder where the test is about the handshake (this host has no kTLS);
-one test keeps the real installer and expects EIO with the kernel's reason.
+by a recorder (the worker's ``install_ktls`` parameter) where the test is about the
+handshake (this host has no kTLS); one test keeps the real installer and expects EIO
+with the kernel's reason.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ from typing import Any
 import pytest
 from ktls_support import TIMEOUT, kernel_has_ktls, loopback_pair
 
-import quichsd.daemon.jobs.tcp as tcp_job
 from quichsd.daemon import handler, keyring
 from quichsd.daemon.config import X509Files
 from quichsd.daemon.protocol import Job, Outcome, Transport
 from quichsd.daemon.service import HandshakeService
 from quichsd.ktls import InstallReport, KtlsMaterial, TcpCredentials, run_tcp_handshake
-from quichsd.ktls.install import SockoptTarget
+from quichsd.ktls.handshake import Installer
+from quichsd.ktls.install import SockoptTarget, install_ktls
 from quichsd.tls import AuthMode, CertificateCredentials, Role
 from quichsd.tls.selfsigned import Issued
 
@@ -36,17 +37,18 @@ _generations = itertools.count(1000)
 _ids = itertools.count(1)
 
 
-@pytest.fixture
-def installed(monkeypatch: pytest.MonkeyPatch) -> list[KtlsMaterial]:
-    """Replaces kTLS installation with a recorder."""
-    seen: list[KtlsMaterial] = []
+class Recorder(list[KtlsMaterial]):
+    """An installer that records what it was given instead of installing kTLS."""
 
-    def record(sock: SockoptTarget, material: KtlsMaterial) -> InstallReport:
-        seen.append(material)
+    def __call__(self, sock: SockoptTarget, material: KtlsMaterial) -> InstallReport:
+        self.append(material)
         return InstallReport(payload_limit_set=True, payload_limit=material.payload_limit)
 
-    monkeypatch.setattr(tcp_job, "installer", record)
-    return seen
+
+@pytest.fixture
+def installed() -> Recorder:
+    """kTLS installation replaced with a recorder (pass it as ``install``)."""
+    return Recorder()
 
 
 @pytest.fixture(scope="module")
@@ -99,14 +101,16 @@ def server_files(pki: dict[str, str]) -> dict[str, str | None]:
     }
 
 
-def job_against(job: Job, peer_role: Role, peer: TcpCredentials) -> tuple[Outcome, int]:
+def job_against(
+    job: Job, peer_role: Role, peer: TcpCredentials, install: Installer = install_ktls
+) -> tuple[Outcome, int]:
     """Runs ``job`` on one end of a loopback pair and our handshake on the other."""
 
     async def run() -> tuple[Outcome, int]:
         with loopback_pair() as (c, s):
             mine, theirs = (s, c) if job.role == "server" else (c, s)
             outcome, result = await asyncio.gather(
-                handler.run_job(job, mine),
+                handler.run_job(job, mine, install_ktls=install),
                 run_tcp_handshake(theirs, peer_role, peer, TIMEOUT, install=None),
             )
             return outcome, result.status
@@ -120,13 +124,14 @@ def test_tcp_is_served_by_default() -> None:
 
 
 def test_x509_client_reports_one_key_per_server_certificate(
-    installed: list[KtlsMaterial], pki_files: dict[str, str], server_creds: CertificateCredentials
+    installed: Recorder, pki_files: dict[str, str], server_creds: CertificateCredentials
 ) -> None:
     job = make_job(
         "client", AuthMode.X509, x509=client_files(pki_files, own=True), peername=SERVER_NAME
     )
     outcome, peer_status = job_against(
-        job, Role.SERVER, TcpCredentials(AuthMode.X509, certificates=server_creds)
+        job, Role.SERVER, TcpCredentials(AuthMode.X509, certificates=server_creds),
+        install=installed,
     )
     assert (outcome.status, peer_status) == (0, 0), outcome.reason
     assert outcome.cipher in (51, 52, 53, 54)
@@ -139,13 +144,14 @@ def test_x509_client_reports_one_key_per_server_certificate(
 
 
 def test_x509_client_wrong_name_is_eacces(
-    installed: list[KtlsMaterial], pki_files: dict[str, str], server_creds: CertificateCredentials
+    installed: Recorder, pki_files: dict[str, str], server_creds: CertificateCredentials
 ) -> None:
     job = make_job(
         "client", AuthMode.X509, x509=client_files(pki_files, own=True), peername="other.test"
     )
     outcome, _ = job_against(
-        job, Role.SERVER, TcpCredentials(AuthMode.X509, certificates=server_creds)
+        job, Role.SERVER, TcpCredentials(AuthMode.X509, certificates=server_creds),
+        install=installed,
     )
     assert outcome.status == errno.EACCES
     assert outcome.remote_auth == ()
@@ -153,13 +159,14 @@ def test_x509_client_wrong_name_is_eacces(
 
 
 def test_anonymous_client_reports_nothing(
-    installed: list[KtlsMaterial], pki_files: dict[str, str], server_creds: CertificateCredentials
+    installed: Recorder, pki_files: dict[str, str], server_creds: CertificateCredentials
 ) -> None:
     job = make_job(
         "client", AuthMode.UNAUTH, x509=client_files(pki_files, own=False), peername=SERVER_NAME
     )
     outcome, _ = job_against(
-        job, Role.SERVER, TcpCredentials(AuthMode.X509, certificates=server_creds)
+        job, Role.SERVER, TcpCredentials(AuthMode.X509, certificates=server_creds),
+        install=installed,
     )
     assert outcome.status == 0, outcome.reason
     assert outcome.remote_auth == ()
@@ -167,7 +174,7 @@ def test_anonymous_client_reports_nothing(
 
 @pytest.mark.parametrize("client_has_cert", [True, False])
 def test_x509_server_marks_each_client_certificate(
-    installed: list[KtlsMaterial],
+    installed: Recorder,
     pki_files: dict[str, str],
     client_cert_creds: CertificateCredentials,
     trust_creds: CertificateCredentials,
@@ -176,7 +183,8 @@ def test_x509_server_marks_each_client_certificate(
     job = make_job("server", AuthMode.X509, x509=server_files(pki_files))
     creds = client_cert_creds if client_has_cert else trust_creds
     outcome, peer_status = job_against(
-        job, Role.CLIENT, TcpCredentials(AuthMode.X509, certificates=creds, peer_name=SERVER_NAME)
+        job, Role.CLIENT, TcpCredentials(AuthMode.X509, certificates=creds, peer_name=SERVER_NAME),
+        install=installed,
     )
     assert (outcome.status, peer_status) == (0, 0), outcome.reason
     expected = (0xFFFFFFFF, 0xFFFFFFFF) if client_has_cert else ()  # leaf + CA sent
@@ -188,7 +196,7 @@ def test_unauthenticated_server_job_is_eio(pki_files: dict[str, str]) -> None:
 
     async def run() -> Outcome:
         with loopback_pair() as (_c, s):
-            return await handler.run_job(job, s)
+            return await handler.run_job(job, s, install_ktls=install_ktls)
 
     assert asyncio.run(run()).status == errno.EIO
 
@@ -201,12 +209,13 @@ def _unique(name: str) -> str:
     return f"quichsd-ktls-{os.getpid()}-{name}"
 
 
-def test_psk_client_reports_the_serial_that_succeeded(installed: list[KtlsMaterial]) -> None:
+def test_psk_client_reports_the_serial_that_succeeded(installed: Recorder) -> None:
     identity, key = _unique("client"), os.urandom(32)
     serial = _psk_key(identity, key)
     job = make_job("client", AuthMode.PSK, peer_identities=(0x7FFFFFF0, serial))
     outcome, peer_status = job_against(
-        job, Role.SERVER, TcpCredentials(AuthMode.PSK, psk_lookup={identity.encode(): key}.get)
+        job, Role.SERVER, TcpCredentials(AuthMode.PSK, psk_lookup={identity.encode(): key}.get),
+        install=installed,
     )
     assert (outcome.status, peer_status) == (0, 0), outcome.reason
     assert outcome.remote_auth == (serial,)  # the unreadable first serial was skipped
@@ -218,13 +227,13 @@ def test_psk_client_without_identity_is_enokey() -> None:
 
     async def run() -> Outcome:
         with loopback_pair() as (c, _s):
-            return await handler.run_job(job, c)
+            return await handler.run_job(job, c, install_ktls=install_ktls)
 
     outcome = asyncio.run(run())
     assert outcome.status == errno.ENOKEY
 
 
-def test_psk_server_reports_the_key_it_found(installed: list[KtlsMaterial]) -> None:
+def test_psk_server_reports_the_key_it_found(installed: Recorder) -> None:
     identity, key = _unique("server"), os.urandom(32)
     serial = _psk_key(identity, key)
     job = make_job("server", AuthMode.PSK)
@@ -232,17 +241,19 @@ def test_psk_server_reports_the_key_it_found(installed: list[KtlsMaterial]) -> N
         job,
         Role.CLIENT,
         TcpCredentials(AuthMode.PSK, psk_identity=identity.encode(), psk_key=key),
+        install=installed,
     )
     assert (outcome.status, peer_status) == (0, 0), outcome.reason
     assert outcome.remote_auth == (serial,)
 
 
-def test_psk_server_unknown_identity_is_ekeyrejected(installed: list[KtlsMaterial]) -> None:
+def test_psk_server_unknown_identity_is_ekeyrejected(installed: Recorder) -> None:
     job = make_job("server", AuthMode.PSK)
     outcome, peer_status = job_against(
         job,
         Role.CLIENT,
         TcpCredentials(AuthMode.PSK, psk_identity=_unique("nobody").encode(), psk_key=bytes(32)),
+        install=installed,
     )
     assert outcome.status == errno.EKEYREJECTED
     assert peer_status == errno.EKEYREJECTED
@@ -282,5 +293,5 @@ def test_real_installer_on_a_kernel_without_ktls(
 
 def test_a_non_socket_is_refused(tmp_path: Path) -> None:
     job = make_job("client", AuthMode.UNAUTH)
-    outcome = asyncio.run(handler.run_job(job, object()))  # type: ignore[arg-type]
+    outcome = asyncio.run(handler.run_job(job, object(), install_ktls=install_ktls))  # type: ignore[arg-type]
     assert outcome.status == errno.EIO

@@ -28,9 +28,9 @@ import pytest
 from ktls_support import TIMEOUT, drain_and_close, loopback_pair, read_records
 
 from quichsd.ktls import TcpCredentials, TcpHandshakeResult, run_tcp_handshake
-from quichsd.ktls.soft import RecordLayer
 from quichsd.tls import AuthMode, CertificateCredentials, Role
 from quichsd.tls.selfsigned import Issued, issue
+from tests.support.ktls_soft import RecordLayer
 
 SERVER_NAME = "server.test"
 

@@ -23,9 +23,10 @@ from quichsd.daemon import journal
 from quichsd.daemon.handler import run_job
 from quichsd.daemon.journal import EscapingFormatter, HandshakeRecord, escape, peer_address
 from quichsd.daemon.protocol import Job, Transport
-from quichsd.model.rig import DaemonRig, config_text
+from quichsd.ktls.install import install_ktls
 from quichsd.netlink.constants import MessageType
 from quichsd.tls import AuthMode, Role
+from tests.support.rig import DaemonRig, config_text
 
 #: A peer name that tries to forge a second log line and recolour a terminal.
 HOSTILE = "evil\nquichsd[1]: request 99: forged\x1b[31m\x7f\u2028"
@@ -140,7 +141,7 @@ def test_a_job_sets_the_workers_log_level(restore_quichsd_logger: logging.Logger
             # A request without an auth mode: refused before any byte is sent.
             job = Job(request_id=1, role=Role.CLIENT, auth_mode=AuthMode.UNSPEC,
                       transport=Transport.TCP, timeout=1.0, loglevel=loglevel)
-            outcome = asyncio.run(run_job(job, a))
+            outcome = asyncio.run(run_job(job, a, install_ktls=install_ktls))
             assert outcome.status == errno.EINVAL
             assert logger.level == level
 

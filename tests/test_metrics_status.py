@@ -26,8 +26,8 @@ from quichsd.daemon.metrics import DEFAULT_BUCKETS, Histogram, Metrics
 from quichsd.daemon.metrics_openmetrics import render_openmetrics
 from quichsd.daemon.metrics_table import quantile, render_table
 from quichsd.daemon.status import StatusServer, StatusUnavailable, query, query_snapshot
-from quichsd.model import ModelQuicListener
-from quichsd.model.rig import DaemonRig
+from quichsd.userspace import ModelQuicListener
+from tests.support.rig import DaemonRig
 
 # -- Metrics -------------------------------------------------------------------------------------
 

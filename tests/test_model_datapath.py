@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from quichsd.model import ModelQuicListener, ModelQuicSocket, SockState
 from quichsd.quic import sockopt
 from quichsd.quic.abi import (
     HANDSHAKE_CMSG_SPACE,
@@ -39,6 +38,7 @@ from quichsd.quic.abi import (
     parse_handshake_level,
 )
 from quichsd.tls.levels import Cipher, Level
+from quichsd.userspace import ModelQuicListener, ModelQuicSocket, SockState
 
 DEADLINE = 5.0
 GCM = Cipher.AES_128_GCM
@@ -383,7 +383,7 @@ def test_no_busy_loop_while_an_ack_waits_for_its_send_key(
     pair: Pair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The client installed its Handshake receive key only: the ACK it owes must wait."""
-    from quichsd.model.endpoint import Endpoint
+    from quichsd.userspace.endpoint import Endpoint
 
     pair.start()
     server, client = pair.server, pair.client

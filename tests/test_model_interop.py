@@ -21,7 +21,6 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.tls import SessionTicket as AioquicTicket
 from interop_support import AioquicServer, LoopThread
 
-from quichsd.model import ModelQuicListener, ModelQuicSocket, SockState, streams
 from quichsd.quic import sockopt
 from quichsd.quic.abi import Config, TransportError, crypto_error
 from quichsd.tls import (
@@ -42,6 +41,8 @@ from quichsd.tls import (
 )
 from quichsd.tls.events import Event
 from quichsd.tls.selfsigned import Issued
+from quichsd.userspace import ModelQuicListener, ModelQuicSocket, SockState
+from tests.support import streams
 
 SERVER_NAME = "server.test"
 ALPN = b"echo"

@@ -19,7 +19,6 @@ import pytest
 from aioquic.buffer import Buffer  # type: ignore[attr-defined]
 from aioquic.quic.packet import pull_quic_transport_parameters
 
-from quichsd.model import ModelQuicListener, ModelQuicSocket, SockState
 from quichsd.quic import sockopt
 from quichsd.quic.abi import (
     MSG_DONTWAIT,
@@ -35,6 +34,7 @@ from quichsd.quic.abi import (
     handshake_cmsg,
 )
 from quichsd.tls.levels import Cipher, Level
+from quichsd.userspace import ModelQuicListener, ModelQuicSocket, SockState
 
 DEADLINE = 5.0
 

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""A model QUIC socket served over a real fd (``quichsd.model.remote``), used from other processes.
+"""A model QUIC socket served over a real fd (``quichsd.userspace.remote``), used elsewhere.
 
 The agents here are forked processes that receive the exported fd by
 SCM_RIGHTS, as daemon workers do.  They are forked while the test process
@@ -23,7 +23,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +33,6 @@ from aioquic.quic.configuration import QuicConfiguration
 from interop_support import AioquicServer, LoopThread
 
 from quichsd import api
-from quichsd.model import ModelQuicListener, ModelQuicSocket, SockState, streams
-from quichsd.model.remote import (
-    ExportedSocket,
-    RemoteQuicSocket,
-    export_socket,
-    is_remote_model_socket,
-    open_remote_or_kernel,
-    transport_of_remote_or_kernel,
-)
 from quichsd.quic import sockopt
 from quichsd.quic.abi import (
     MSG_DONTWAIT,
@@ -59,6 +50,16 @@ from quichsd.quic.abi import (
 from quichsd.quic.driver import Credentials
 from quichsd.tls import AuthMode, CertificateCredentials, Level, SendHandshake
 from quichsd.tls.selfsigned import Issued
+from quichsd.userspace import ModelQuicListener, ModelQuicSocket, SockState
+from quichsd.userspace.remote import (
+    ExportedSocket,
+    RemoteQuicSocket,
+    export_socket,
+    is_remote_model_socket,
+    open_remote_or_kernel,
+    transport_of_remote_or_kernel,
+)
+from tests.support import streams
 
 SERVER_NAME = "server.test"
 ALPN = b"echo"
@@ -699,13 +700,14 @@ def _daemon_entry(argv: Sequence[str]) -> int:  # pragma: no cover - the daemon
 def _daemon_main(
     address: str, files: dict[str, Path], started: socket.socket
 ) -> int:  # pragma: no cover - the daemon
-    from quichsd.daemon import handler
     from quichsd.daemon.config import DaemonConfig, X509Files
     from quichsd.daemon.forkserver import ForkServer
     from quichsd.daemon.service import HandshakeService
-    from quichsd.netlink.family import HandshakeFamily
+    from quichsd.daemon.wiring import KERNEL
+    from quichsd.userspace.family_channel import open_model_family
 
-    handler.open_quic_socket = open_remote_or_kernel  # the workers, forked from here, inherit it
+    # The workers, forked from the fork server, take exported model sockets.
+    wiring = replace(KERNEL, open_quic_socket=open_remote_or_kernel)
     config = DaemonConfig(
         client=X509Files(truststore=files["ca"]),
         server=X509Files(certificate=files["chain"], private_key=str(files["key"])),
@@ -714,7 +716,7 @@ def _daemon_main(
     )
 
     async def main() -> None:
-        family = HandshakeFamily.open_model(address, join=True)
+        family = open_model_family(address, join=True)
         try:
             service = HandshakeService(
                 family,
@@ -728,7 +730,7 @@ def _daemon_main(
         finally:
             family.close()
 
-    forkserver = ForkServer.start()  # before the loop, as `quichsd serve` does
+    forkserver = ForkServer.start(wiring)  # before the loop, as `quichsd serve` does
     try:
         asyncio.run(main())
     finally:
@@ -751,7 +753,7 @@ def daemon_files(tmp_path: Path, ca: Issued, server_leaf: Issued) -> dict[str, P
 
 @pytest.fixture
 def family_and_daemon(no_leaks: None, daemon_files: dict[str, Path]) -> Iterator[Any]:
-    from quichsd.model.family import FamilyModel
+    from quichsd.userspace.family import FamilyModel
 
     with FamilyModel() as family:
         daemon = Daemon(family.address, daemon_files)

@@ -13,12 +13,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from quichsd.model.family import FamilyModel
 from quichsd.netlink import messages as m
-from quichsd.netlink.channel import KernelChannel, ModelChannel, _install_fds
+from quichsd.netlink.channel import KernelChannel
 from quichsd.netlink.constants import NLM_F_ACK, NLM_F_REQUEST, AcceptAttr, Command
 from quichsd.netlink.errors import FamilyUnavailable
 from quichsd.netlink.family import HandshakeFamily
+from quichsd.userspace.family import FamilyModel
+from quichsd.userspace.family_channel import ModelChannel, _install_fds
 
 A = m.ACCEPT_NAMES
 D = m.DONE_NAMES

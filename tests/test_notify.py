@@ -17,8 +17,8 @@ import pytest
 from ops_support import NotifyListener, statuses, write_pki, x509_config, x509_pair
 
 from quichsd.daemon.notify import Lifecycle, Notifier
-from quichsd.model import ModelQuicListener
-from quichsd.model.rig import DaemonRig
+from quichsd.userspace import ModelQuicListener
+from tests.support.rig import DaemonRig
 
 WAIT = 15.0
 

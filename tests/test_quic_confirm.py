@@ -24,7 +24,6 @@ from typing import Any
 import pytest
 
 from quichsd import api
-from quichsd.model import ModelQuicListener, ModelQuicSocket
 from quichsd.quic import sockopt
 from quichsd.quic.abi import (
     MSG_QUIC_STREAM_FIN,
@@ -39,6 +38,7 @@ from quichsd.quic.abi import (
 )
 from quichsd.quic.driver import HandshakeResult
 from quichsd.tls.selfsigned import Issued, issue
+from quichsd.userspace import ModelQuicListener, ModelQuicSocket
 
 ALPN = "smb"
 TIMEOUT = 10.0

@@ -28,13 +28,14 @@ from pathlib import Path
 
 import pytest
 
-import quichsd.model.rig as rig_module
+import quichsd.userspace.daemon_process as rig_module
 from quichsd.daemon.config import HANDSHAKES_PER_WORKER, MAX_WORKERS
 from quichsd.install import render_unit
-from quichsd.model import ModelQuicListener
-from quichsd.model.family import FamilyModel
-from quichsd.model.rig import DaemonRig, config_text, proc_status
 from quichsd.tls.selfsigned import issue, make_ca
+from quichsd.userspace import ModelQuicListener
+from quichsd.userspace.family import FamilyModel
+from tests.support.procfs import proc_status
+from tests.support.rig import DaemonRig, config_text
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "systemd" / "quichsd.service"
@@ -267,7 +268,7 @@ def sandbox(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, filters: list[str])
     assert setpriv is not None, "the test is marked: setpriv is installed"
     allow = tmp_path / "syscalls"
     allow.write_text("\n".join(sorted(unit_syscalls(analyze, filters))))
-    production = rig_module._daemon_command
+    production = rig_module.daemon_command
 
     def command(
         config: Path, family_address: str, entry: Sequence[str] = rig_module.DAEMON_ENTRY
@@ -289,7 +290,7 @@ def sandbox(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, filters: list[str])
             *production(config, family_address, entry),
         ]
 
-    monkeypatch.setattr(rig_module, "_daemon_command", command)
+    monkeypatch.setattr(rig_module, "daemon_command", command)
 
 
 # What the approximated sandbox is built from; without them the report says it did not run.

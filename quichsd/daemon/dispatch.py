@@ -21,13 +21,15 @@ from quichsd.daemon.jobs.common import JobRefused
 from quichsd.daemon.jobs.quic import run_quic_job
 from quichsd.daemon.jobs.tcp import run_tcp_job
 from quichsd.daemon.protocol import Job, Outcome, Transport
+from quichsd.ktls.handshake import Installer
 from quichsd.netlink.constants import MessageType
 from quichsd.quic.abi import IPPROTO_QUIC
 from quichsd.quic.sockopt import QuicSocket
 from quichsd.tls import Role
 
-#: A job: the request and the worker's socket for it in, its Outcome out.
-JobFunction = Callable[[Job, QuicSocket], Awaitable[Outcome]]
+#: A job: the request, the worker's socket for it and how the worker installs kTLS
+#: (its wiring, daemon/wiring.py) in, its Outcome out.
+JobFunction = Callable[[Job, QuicSocket, Installer], Awaitable[Outcome]]
 
 #: ACCEPT's MESSAGE_TYPE -> the role the daemon plays.
 ROLES: Mapping[int, Role] = MappingProxyType(

@@ -36,7 +36,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from quichsd.daemon.channel import receive_messages, send_message
 from quichsd.daemon.privilege import (
@@ -48,6 +48,9 @@ from quichsd.daemon.privilege import (
 )
 from quichsd.daemon.protocol import ChannelError, Reassembler
 from quichsd.daemon.worker import ignore_daemon_signals, worker_main
+
+if TYPE_CHECKING:
+    from quichsd.daemon.wiring import Wiring
 
 log = logging.getLogger("quichsd.forkserver")
 
@@ -79,15 +82,16 @@ class ForkServer:
         self._watched = False
 
     @classmethod
-    def start(cls, preload: Iterable[str] = PRELOAD) -> ForkServer:
-        """Forks the fork server; call it before opening anything a worker must not hold."""
+    def start(cls, wiring: Wiring, preload: Iterable[str] = PRELOAD) -> ForkServer:
+        """Forks the fork server; call it before opening anything a worker must not hold.
+        Its workers run against ``wiring`` (daemon/wiring.py)."""
         for name in preload:
             importlib.import_module(name)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
             ours.close()
-            _serve(theirs)
+            _serve(theirs, wiring)
         theirs.close()
         ours.setblocking(False)
         return cls(pid, ours)
@@ -197,7 +201,7 @@ def describe(status: int) -> tuple[str, int]:
 # -- the fork server process ---------------------------------------------------------
 
 
-def _serve(control: socket.socket) -> NoReturn:
+def _serve(control: socket.socket, wiring: Wiring) -> NoReturn:
     """The fork server process (never returns)."""
     code = 0
     try:
@@ -210,7 +214,7 @@ def _serve(control: socket.socket) -> NoReturn:
                 f"quichsd: the fork server cannot drop privileges: {exc.strerror}", file=sys.stderr
             )
             os._exit(EXIT_UNCONFINED)
-        _Server(control).run()
+        _Server(control, wiring).run()
     except BaseException:
         traceback.print_exc()
         code = 1
@@ -220,8 +224,9 @@ def _serve(control: socket.socket) -> NoReturn:
 class _Server:
     """Forks workers on demand, reaps them through their pidfds, reports each end."""
 
-    def __init__(self, control: socket.socket) -> None:
+    def __init__(self, control: socket.socket, wiring: Wiring) -> None:
         control.setblocking(False)
+        self.wiring = wiring
         self.control = control
         self.poller = select.poll()
         self.poller.register(control, select.POLLIN)
@@ -276,7 +281,7 @@ class _Server:
                 theirs.close()
                 for pidfd in self.children:
                     os.close(pidfd)
-                worker_main(ours, recycle_after)
+                worker_main(ours, recycle_after, self.wiring)
             pidfd = os.pidfd_open(pid)
             self.children[pidfd] = pid
             self.poller.register(pidfd, select.POLLIN)

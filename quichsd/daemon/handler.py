@@ -5,11 +5,11 @@ names in the dispatch table (daemon/dispatch.py), under the job's log levels."""
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
 
 from quichsd.daemon import dispatch, journal
 from quichsd.daemon.jobs.common import JobRefused, refused
 from quichsd.daemon.protocol import Job, Outcome
+from quichsd.ktls.handshake import Installer
 from quichsd.quic.sockopt import QuicSocket
 from quichsd.tls.debuglog import set_gnutls_debug
 
@@ -19,15 +19,12 @@ def open_kernel_socket(fd: int) -> QuicSocket:
     return socket.socket(fileno=fd)
 
 
-#: How a worker turns a received fd into a QUIC socket; tests install the model's.
-open_quic_socket: Callable[[int], QuicSocket] = open_kernel_socket
-
-
-async def run_job(job: Job, sock: QuicSocket) -> Outcome:
+async def run_job(job: Job, sock: QuicSocket, *, install_ktls: Installer) -> Outcome:
+    """``install_ktls``: the worker's wiring (daemon/wiring.py), for TCP jobs."""
     journal.set_level(journal.level_for(job.loglevel))
     set_gnutls_debug(job.tls_debug)  # before GnuTLS sees the peer's bytes
     try:
         _, run = dispatch.job_for(job.role, job.transport)
     except JobRefused as exc:
         return refused(job, exc)
-    return await run(job, sock)
+    return await run(job, sock, install_ktls)

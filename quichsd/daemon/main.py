@@ -15,7 +15,6 @@ import os
 import resource
 import signal
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +25,10 @@ from quichsd.daemon.forkserver import ForkServer
 from quichsd.daemon.metrics import Snapshot
 from quichsd.daemon.metrics_snapshot import snapshot
 from quichsd.daemon.notify import Lifecycle, Notifier, status_line
-from quichsd.daemon.service import HandshakeService, transport_of
+from quichsd.daemon.service import HandshakeService
 from quichsd.daemon.status import DEFAULT_SOCKET, StatusServer
-from quichsd.netlink import FamilyUnavailable, HandshakeFamily
+from quichsd.daemon.wiring import KERNEL, Wiring
+from quichsd.netlink import FamilyUnavailable
 from quichsd.netlink import trace as netlink_trace
 from quichsd.quic.driver import share_anti_replay
 from quichsd.tls import debuglog, gnutls_version
@@ -46,12 +46,6 @@ EXIT_UNCONFINED = 1
 class ServeOptions:
     config: Path | None = None
     stderr: bool = False
-    #: Test and demo wiring: a FamilyModel's UNIX address instead of the kernel.
-    model_family: str | None = None
-    #: Test and demo wiring: fds from the family are the QUIC model's exported sockets.
-    model_quic: bool = False
-    #: tlshd's process model (a process per request), for bench/daemon.py's comparison.
-    fork_per_request: bool = False
 
 
 def setup_logging(config: DaemonConfig, to_stderr: bool) -> None:
@@ -95,7 +89,8 @@ def raise_open_files_limit() -> tuple[int, int]:
     return soft, hard
 
 
-def serve(options: ServeOptions) -> int:
+def serve(options: ServeOptions, wiring: Wiring = KERNEL) -> int:
+    """``quichsd serve``; ``wiring``: what it runs against (daemon/wiring.py)."""
     try:
         config = load_config(options.config)
     except ConfigError as exc:
@@ -103,12 +98,11 @@ def serve(options: ServeOptions) -> int:
         return EXIT_CONFIG
     # First, while this process holds nothing a worker must not have: no journal or syslog
     # socket, no netlink socket, no event loop (daemon/forkserver.py).  Whatever every
-    # worker must share (a shared mapping, the model's socket opener) is made before it.
-    probe = _transport_probe(options)
+    # worker must share (a shared mapping, the wiring's socket opener) is made before it.
     # One 0-RTT anti-replay store for the whole daemon (docs/ARCHITECTURE.md): its shared
     # mapping and its lock's fd reach every worker, replacements included.
     share_anti_replay()
-    forkserver = ForkServer.start()
+    forkserver = ForkServer.start(wiring)
     try:
         # The parent needs only CAP_NET_ADMIN (the handshake family's ACCEPT and DONE);
         # CAP_SETPCAP, in the unit's bounding set for the workers, goes now.
@@ -118,7 +112,7 @@ def serve(options: ServeOptions) -> int:
         forkserver.close()
         return EXIT_UNCONFINED
     try:
-        return _serve(options, config, forkserver, probe)
+        return _serve(options, config, forkserver, wiring)
     finally:
         forkserver.close()
 
@@ -127,7 +121,7 @@ def _serve(
     options: ServeOptions,
     config: DaemonConfig,
     forkserver: ForkServer,
-    probe: Callable[[int], str],
+    wiring: Wiring,
 ) -> int:
     setup_logging(config, options.stderr)
     log.info("quichsd %s on GnuTLS %s", __version__, gnutls_version())
@@ -139,11 +133,7 @@ def _serve(
     for name, outcome in keyring.link_keyrings(config.keyrings).items():
         log.debug("keyring %s: %s", name, outcome)
     try:
-        family = (
-            HandshakeFamily.open_model(options.model_family, join=True)
-            if options.model_family
-            else HandshakeFamily.open_kernel(join=True)
-        )
+        family = wiring.open_family()
     except FamilyUnavailable:
         log.error("the kernel has no handshake netlink family (net/handshake): nothing to serve")
         print(
@@ -160,9 +150,9 @@ def _serve(
             config,
             workers=default_workers(config),
             report_remote_auth=capabilities.remote_peerids,
-            transport_probe=probe,
+            transport_probe=wiring.transport_of,
             forkserver=forkserver,
-            fork_per_request=options.fork_per_request,
+            fork_per_request=wiring.fork_per_request,
         )
         asyncio.run(_run(service, options))
     if service.failure is not None:
@@ -170,20 +160,6 @@ def _serve(
         return EXIT_UNCONFINED
     log.info("shutting down")
     return EXIT_OK
-
-
-def _transport_probe(options: ServeOptions) -> Callable[[int], str]:
-    if not options.model_quic:
-        return transport_of
-    from quichsd.daemon import handler
-    from quichsd.model.remote import is_remote_model_socket, open_remote_or_kernel
-
-    handler.open_quic_socket = open_remote_or_kernel
-
-    def probe(fd: int) -> str:
-        return "quic" if is_remote_model_socket(fd) else transport_of(fd)
-
-    return probe
 
 
 async def _run(service: HandshakeService, options: ServeOptions) -> None:

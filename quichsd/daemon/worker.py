@@ -19,7 +19,7 @@ import signal
 import socket
 import sys
 import traceback
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from quichsd.daemon import handler, privilege
 from quichsd.daemon.channel import close_all, receive_messages, send_message
@@ -34,6 +34,9 @@ from quichsd.daemon.protocol import (
     encode_log,
 )
 
+if TYPE_CHECKING:
+    from quichsd.daemon.wiring import Wiring
+
 log = logging.getLogger("quichsd")
 
 
@@ -47,12 +50,12 @@ def ignore_daemon_signals() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def worker_main(channel: socket.socket, recycle_after: int) -> NoReturn:
+def worker_main(channel: socket.socket, recycle_after: int, wiring: Wiring) -> NoReturn:
     """Entry point in the child the fork server forked; never returns.
 
     The event loop is made first (its self-pipe is a ``socketpair()``, which the
     seccomp filter then forbids), then the worker gives up its privilege, then it
-    reads its first job.
+    reads its first job.  ``wiring``: how it opens a QUIC socket and installs kTLS.
     """
     privilege.name_process("quichsd-worker")
     sys.dont_write_bytecode = True  # its files are read-only to a worker (privilege.py)
@@ -67,7 +70,7 @@ def worker_main(channel: socket.socket, recycle_after: int) -> NoReturn:
                 log.error("a worker cannot drop its privileges: %s", exc.strerror)
                 code = privilege.EXIT_UNCONFINED
             else:
-                runner.run(_serve(channel, recycle_after))
+                runner.run(_serve(channel, recycle_after, wiring))
     except BaseException:
         traceback.print_exc()
         code = 1
@@ -93,7 +96,7 @@ class ChannelLogHandler(logging.Handler):
             self.handleError(record)
 
 
-async def _serve(channel: socket.socket, recycle_after: int) -> None:
+async def _serve(channel: socket.socket, recycle_after: int, wiring: Wiring) -> None:
     loop = asyncio.get_running_loop()
     channel.setblocking(False)
     stop = asyncio.Event()
@@ -112,8 +115,8 @@ async def _serve(channel: socket.socket, recycle_after: int) -> None:
     async def run(job: Job, fd: int) -> None:
         sock = None
         try:
-            sock = handler.open_quic_socket(fd)
-            outcome = await handler.run_job(job, sock)
+            sock = wiring.open_quic_socket(fd)
+            outcome = await handler.run_job(job, sock, install_ktls=wiring.install_ktls)
         except Exception as exc:  # a bug must cost one handshake, not the worker
             outcome = Outcome(job.request_id, errno.EIO, reason=f"worker error: {exc!r}")
         finally:

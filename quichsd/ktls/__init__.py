@@ -5,7 +5,7 @@
 ``handshake.py`` runs the procedure in tlshd's order without waiting,
 ``session.py`` is the GnuTLS session on the fd, ``install.py``
 hands the keys to the kernel, ``abi.py`` packs them, ``priority.py`` builds
-the GnuTLS priorities tlshd uses on TCP.  ``python -m quichsd.ktls.selftest``
+the GnuTLS priorities tlshd uses on TCP.  ``python -m tests.support.ktls_selftest``
 checks the whole path on a kernel that has kTLS.
 """
 

@@ -3,12 +3,12 @@
 
 ``HandshakeFamily`` resolves the family, joins the ``tlshd`` group, receives READY,
 ACCEPTs requests (``AcceptedRequest``), reports DONE and probes optional DONE
-attributes, over a ``KernelChannel`` (AF_NETLINK) or a ``ModelChannel`` connected to
-``quichsd.model.family.FamilyModel`` when the kernel lacks the family. Encoding and
+attributes, over a ``KernelChannel`` (AF_NETLINK) or another ``Channel`` (the userspace
+model's, ``quichsd.userspace.family_channel``). Encoding and
 decoding use pyroute2's message classes (``messages``).
 """
 
-from .channel import Channel, KernelChannel, ModelChannel
+from .channel import Channel, KernelChannel
 from .constants import AuthMode, Command, HandlerClass, MessageType
 from .errors import (
     ChannelClosed,
@@ -37,7 +37,6 @@ __all__ = [
     "MalformedMessage",
     "MalformedRequest",
     "MessageType",
-    "ModelChannel",
     "NetlinkCommandError",
     "ReadyNotice",
     "ReplyTimeout",

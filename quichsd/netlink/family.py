@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Any
 
 from . import trace
-from .channel import Channel, KernelChannel, ModelChannel
+from .channel import Channel, KernelChannel
 from .constants import (
     CTRL_CMD_GETFAMILY,
     FAMILY_NAME,
@@ -112,17 +112,13 @@ class HandshakeFamily:
     @classmethod
     def open_kernel(cls, *, join: bool = False, reply_timeout: float = 5.0) -> HandshakeFamily:
         """Resolve (and optionally join) over a real NETLINK_GENERIC socket."""
-        return cls._opened(KernelChannel(), join, reply_timeout)
+        return cls.over(KernelChannel(), join=join, reply_timeout=reply_timeout)
 
     @classmethod
-    def open_model(
-        cls, address: str, *, join: bool = False, reply_timeout: float = 5.0
+    def over(
+        cls, channel: Channel, *, join: bool = False, reply_timeout: float = 5.0
     ) -> HandshakeFamily:
-        """Same, over a connection to ``quichsd.model.family.FamilyModel``."""
-        return cls._opened(ModelChannel(address), join, reply_timeout)
-
-    @classmethod
-    def _opened(cls, channel: Channel, join: bool, reply_timeout: float) -> HandshakeFamily:
+        """Resolved (and optionally joined) over ``channel``; closed if that fails."""
         family = cls(channel, reply_timeout=reply_timeout)
         try:
             family.resolve()

@@ -45,7 +45,6 @@ __all__ = [
     "donemsg",
     "encode",
     "extackmsg",
-    "modelctlmsg",
     "raw_attributes",
     "read_header",
     "split_datagram",
@@ -134,16 +133,6 @@ class extackmsg(nlmsg):  # type: ignore[misc]  # pyroute2 is untyped
 
     fields = _ACK_FIELDS
     nla_map = _EXTACK_MAP
-
-
-class modelctlmsg(nlmsg):  # type: ignore[misc]  # pyroute2 is untyped
-    """Model-channel control request (type ``channel.MODEL_CTL_TYPE``).
-
-    Stands in for socket calls an AF_UNIX peer cannot make on a netlink socket:
-    ``op`` 1 = setsockopt(level, optname, value), ``op`` 2 = hello (learn the port id).
-    """
-
-    fields = (("op", "I"), ("level", "I"), ("optname", "I"), ("value", "I"))
 
 
 @dataclass(frozen=True, slots=True)

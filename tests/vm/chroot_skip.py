@@ -3,7 +3,7 @@
 dependency with no installable wheel for sid's Python are skipped, the reason naming it.
 
 vm/sid-venv lists such requirements in ``<venv>/.missing``; importing one of them from a test
-module (directly or through quichsd.model) raises pytest's module-level skip instead of an
+module (directly or through quichsd.userspace) raises pytest's module-level skip instead of an
 ImportError, so only the modules that need it are skipped and the rest of the floor runs.
 """
 

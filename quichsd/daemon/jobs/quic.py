@@ -13,11 +13,14 @@ from quichsd.daemon.jobs.common import (
     refused,
 )
 from quichsd.daemon.protocol import Job, Outcome
+from quichsd.ktls.handshake import Installer
 from quichsd.quic.aio import run_handshake_async
 from quichsd.quic.sockopt import QuicSocket
 
 
-async def run_quic_job(job: Job, sock: QuicSocket) -> Outcome:
+async def run_quic_job(job: Job, sock: QuicSocket, _install_ktls: Installer) -> Outcome:
+    """The dispatch table's QUIC entry; the kTLS installer is not used here: the QUIC
+    module takes its keys by setsockopt."""
     try:
         credentials, used_psk = job_credentials(job, sock, build_credentials)
         result = await run_handshake_async(sock, job.role, credentials, job.timeout)

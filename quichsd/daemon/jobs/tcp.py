@@ -31,12 +31,8 @@ from quichsd.daemon.jobs.common import (
 from quichsd.daemon.protocol import Job, Outcome
 from quichsd.ktls.aio import run_tcp_handshake
 from quichsd.ktls.handshake import Installer, TcpHandshakeResult
-from quichsd.ktls.install import install_ktls
 from quichsd.ktls.session import TcpCredentials
 from quichsd.tls import AuthMode, Role
-
-#: What hands a finished session to the kernel; tests on kernels without kTLS replace it.
-installer: Installer = install_ktls
 
 
 def psk_client_credentials(job: Job) -> tuple[TcpCredentials, int]:
@@ -73,13 +69,14 @@ def tcp_credentials(job: Job, peer_address: str | None) -> tuple[TcpCredentials,
     )
 
 
-async def run_tcp_job(job: Job, sock: object) -> Outcome:
+async def run_tcp_job(job: Job, sock: object, install: Installer) -> Outcome:
+    """``install``: what hands the finished session to the kernel (the worker's wiring)."""
     if not isinstance(sock, socket.socket):
         return Outcome(job.request_id, errno.EIO, reason="a TCP handshake needs a kernel socket")
     try:
         credentials, used_psk = job_credentials(job, sock, tcp_credentials)
         result: TcpHandshakeResult = await run_tcp_handshake(
-            sock, job.role, credentials, job.timeout, install=installer
+            sock, job.role, credentials, job.timeout, install=install
         )
     except (JobRefused, keyring.KeyringError) as exc:
         return refused(job, exc)
@@ -87,7 +84,6 @@ async def run_tcp_job(job: Job, sock: object) -> Outcome:
 
 
 __all__ = [
-    "installer",
     "psk_client_credentials",
     "run_tcp_job",
     "tcp_credentials",

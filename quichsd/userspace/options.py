@@ -11,9 +11,6 @@ import dataclasses
 import errno
 from collections.abc import Callable
 
-from quichsd.model.errors import fail
-from quichsd.model.session import VERSIONS, Session, SockState
-from quichsd.model.transport_params import apply_transport_param
 from quichsd.quic.abi import (
     ALPN_MAX_LEN,
     CLOSE_PHRASE_BUFFER_SIZE,
@@ -36,6 +33,9 @@ from quichsd.quic.abi import (
     parse_alpn,
 )
 from quichsd.tls.levels import SECRET_LENGTH
+from quichsd.userspace.errors import fail
+from quichsd.userspace.session import VERSIONS, Session, SockState
+from quichsd.userspace.transport_params import apply_transport_param
 
 _NOT_EMULATED = frozenset(
     {

@@ -1,7 +1,13 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""aioquic's ``QuicConnection`` with its TLS stack cut out: the model's packet layer.
+"""The one module that imports aioquic: the model's packet layer and what else it takes.
 
-Pinned to aioquic==1.7.2 (see pyproject's test extra).  aioquic does packet
+``ModelConnection`` is aioquic's ``QuicConnection`` with its TLS stack cut out; the
+transport-parameter codec, the Initial header parser, the names the sockets use,
+and the aioquic server of ``quichsd demo --daemon`` are here too, so an aioquic
+upgrade is checked in one place.  Importing it with another aioquic than
+``AIOQUIC_VERSION`` raises ``UnsupportedAioquic`` (one line, naming the version).
+
+Pinned to aioquic==1.7.2 (pyproject's ``userspace`` extra).  aioquic does packet
 protection, loss recovery, ACKs, flow control and streams; the agent under
 test does TLS.  The seam is private, so these hooks are what an aioquic
 upgrade must keep (the model's tests exercise every one of them):
@@ -44,37 +50,79 @@ aioquic's packet layer is Python: each kernel rule is one small override here.
 
 from __future__ import annotations
 
-import warnings
+import asyncio
+import threading
+from pathlib import Path
 from typing import Any, Protocol
 
-import aioquic
-from aioquic.buffer import UINT_VAR_MAX, Buffer  # type: ignore[attr-defined]
-from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import (
-    MAX_PENDING_CRYPTO,
-    QuicConnection,
-    QuicConnectionError,
-    QuicReceiveContext,
-)
-from aioquic.quic.crypto import CryptoPair, KeyUnavailableError
-from aioquic.quic.packet import QuicErrorCode, QuicFrameType, QuicStreamFrame
-from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
-from aioquic.quic.recovery import QuicPacketSpace
-from aioquic.tls import CipherSuite, Direction, Epoch
-
-from quichsd.model.transport_params import patch_local_extension
 from quichsd.quic.abi import TransportParam
 from quichsd.tls.levels import Cipher, Level
+from quichsd.userspace.transport_params import MAX_STREAMS
 
 #: The aioquic release whose private hooks (above) this module was written against.
 AIOQUIC_VERSION = "1.7.2"
-if aioquic.__version__ != AIOQUIC_VERSION:
-    warnings.warn(
-        f"quichsd.model was written against aioquic {AIOQUIC_VERSION}, not "
-        f"{aioquic.__version__}; its private hooks may have changed",
-        RuntimeWarning,
-        stacklevel=2,
+#: What to install when aioquic is missing or another release.
+INSTALL_HINT = "pip install 'quichsd[userspace]'"
+
+
+class UnsupportedAioquic(ImportError):
+    """aioquic is missing or not the release the model's hooks were written against."""
+
+
+try:
+    import aioquic
+    from aioquic.asyncio.server import serve as _aioquic_serve
+    from aioquic.buffer import UINT_VAR_MAX, Buffer, BufferReadError  # type: ignore[attr-defined]
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.connection import (
+        MAX_PENDING_CRYPTO,
+        QuicConnection,
+        QuicConnectionError,
+        QuicReceiveContext,
     )
+    from aioquic.quic.crypto import CryptoPair, KeyUnavailableError
+    from aioquic.quic.events import StreamDataReceived
+    from aioquic.quic.packet import (
+        QuicErrorCode,
+        QuicFrameType,
+        QuicPacketType,
+        QuicStreamFrame,
+        QuicTransportParameters,
+        pull_quic_header,
+        pull_quic_transport_parameters,
+        push_quic_transport_parameters,
+    )
+    from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
+    from aioquic.quic.recovery import QuicPacketSpace
+    from aioquic.tls import CipherSuite, Direction, Epoch
+except ImportError:
+    raise UnsupportedAioquic(
+        f"the userspace model needs aioquic {AIOQUIC_VERSION}: {INSTALL_HINT}"
+    ) from None
+if aioquic.__version__ != AIOQUIC_VERSION:
+    raise UnsupportedAioquic(
+        f"the userspace model needs aioquic {AIOQUIC_VERSION}, not {aioquic.__version__}: "
+        f"{INSTALL_HINT}"
+    )
+
+__all__ = [
+    "AIOQUIC_VERSION",
+    "INSTALL_HINT",
+    "SUITE_OF_CIPHER",
+    "ModelConnection",
+    "QuicConfiguration",
+    "QuicConnectionError",
+    "StreamDataReceived",
+    "UnsupportedAioquic",
+    "initial_header",
+    "parameter_ids",
+    "patch_local_extension",
+    "peer_from_extension",
+    "start_echo_server",
+]
+
+#: RFC 9287 grease_quic_bit; aioquic neither writes nor keeps it.
+GREASE_QUIC_BIT_ID = 0x2AB2
 
 EPOCH_OF_LEVEL: dict[Level, Epoch] = {
     Level.INITIAL: Epoch.INITIAL,
@@ -326,3 +374,102 @@ class ModelConnection(QuicConnection):
         elif self._new_token is None:
             self._new_token = token
             self.new_token_in_flight = False
+
+
+# -- the transport-parameter codec (aioquic's), in the kernel's units -----------------------
+
+
+def parameter_ids(body: bytes) -> list[int]:
+    """The parameter ids in an extension body, in order; ValueError when malformed."""
+    buf = Buffer(data=body)
+    ids: list[int] = []
+    try:
+        while not buf.eof():
+            ids.append(buf.pull_uint_var())
+            buf.pull_bytes(buf.pull_uint_var())
+    except BufferReadError as exc:
+        raise ValueError("truncated transport parameter") from exc
+    return ids
+
+
+def patch_local_extension(body: bytes, local: TransportParam) -> bytes:
+    """aioquic's encoding of our parameters, with the fields aioquic hard-codes fixed up."""
+    params = pull_quic_transport_parameters(Buffer(data=body))
+    params.max_udp_payload_size = local.max_udp_payload_size
+    params.max_ack_delay = local.max_ack_delay // 1000
+    params.disable_active_migration = local.disable_active_migration
+    params.max_datagram_frame_size = local.max_datagram_frame_size or None
+    buf = Buffer(capacity=len(body) + 64)
+    push_quic_transport_parameters(buf, params)
+    out = buf.data
+    if local.grease_quic_bit:
+        grease = Buffer(capacity=16)
+        grease.push_uint_var(GREASE_QUIC_BIT_ID)
+        grease.push_uint_var(0)
+        out += grease.data
+    return out
+
+
+def _clamp(value: int | None, limit: int, default: int = 0) -> int:
+    return default if value is None else min(value, limit)
+
+
+def peer_from_extension(body: bytes) -> TransportParam:
+    """The peer's extension body as ``struct quic_transport_param`` (remote=1)."""
+    params: QuicTransportParameters = pull_quic_transport_parameters(Buffer(data=body))
+    grease = GREASE_QUIC_BIT_ID in parameter_ids(body)
+    return TransportParam(
+        remote=True,
+        disable_active_migration=bool(params.disable_active_migration),
+        grease_quic_bit=grease,
+        stateless_reset=params.stateless_reset_token is not None,
+        active_connection_id_limit=_clamp(params.active_connection_id_limit, 0xFF, 2),
+        ack_delay_exponent=_clamp(params.ack_delay_exponent, 0xFF, 3),
+        max_datagram_frame_size=_clamp(params.max_datagram_frame_size, 0xFFFF),
+        max_udp_payload_size=_clamp(params.max_udp_payload_size, 65527, 65527),
+        max_idle_timeout=_clamp(params.max_idle_timeout, 0xFFFFFFFF // 1000) * 1000,
+        max_ack_delay=_clamp(params.max_ack_delay, 16383, 25) * 1000,
+        max_streams_bidi=_clamp(params.initial_max_streams_bidi, MAX_STREAMS),
+        max_streams_uni=_clamp(params.initial_max_streams_uni, MAX_STREAMS),
+        max_data=_clamp(params.initial_max_data, (1 << 64) - 1),
+        max_stream_data_bidi_local=_clamp(params.initial_max_stream_data_bidi_local, (1 << 64) - 1),
+        max_stream_data_bidi_remote=_clamp(
+            params.initial_max_stream_data_bidi_remote, (1 << 64) - 1
+        ),
+        max_stream_data_uni=_clamp(params.initial_max_stream_data_uni, (1 << 64) - 1),
+    )
+
+
+# -- a listener's first look at a datagram ------------------------------------------------
+
+
+def initial_header(data: bytes, cid_length: int) -> tuple[int, bytes] | None:
+    """(version, destination CID) of a long-header Initial packet, else None."""
+    try:
+        header = pull_quic_header(Buffer(data=data), host_cid_length=cid_length)
+    except ValueError:
+        return None
+    if header.packet_type != QuicPacketType.INITIAL or header.version is None:
+        return None
+    return int(header.version), bytes(header.destination_cid)
+
+
+# -- the peer of ``quichsd demo --daemon`` ---------------------------------------------------
+
+
+def start_echo_server(
+    cert: Path, key: Path, alpn: str
+) -> tuple[asyncio.AbstractEventLoop, tuple[str, int]]:
+    """An aioquic server on 127.0.0.1 (a port of its choosing) in a thread of its own:
+    its loop (stop it with ``call_soon_threadsafe(loop.stop)``) and its address."""
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    config = QuicConfiguration(is_client=False, alpn_protocols=[alpn])
+    config.load_cert_chain(str(cert), str(key))
+
+    async def start() -> Any:
+        return await _aioquic_serve("127.0.0.1", 0, configuration=config)
+
+    server = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    host, port = server._transport.get_extra_info("sockname")[:2]
+    return loop, (str(host), int(port))

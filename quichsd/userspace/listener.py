@@ -16,15 +16,13 @@ from collections import deque
 from collections.abc import Iterable
 from types import TracebackType
 
-from aioquic.buffer import Buffer  # type: ignore[attr-defined]
-from aioquic.quic.packet import QuicPacketType, pull_quic_header
-
-from quichsd.model import options
-from quichsd.model.endpoint import Address, Channel, Endpoint, check_loopback
-from quichsd.model.errors import fail
-from quichsd.model.quic_socket import ModelQuicSocket
-from quichsd.model.session import VERSIONS, Session, Settings, SockState
 from quichsd.quic.abi import Config, TransportParam
+from quichsd.userspace import options
+from quichsd.userspace.aioquic_seam import initial_header
+from quichsd.userspace.endpoint import Address, Channel, Endpoint, check_loopback
+from quichsd.userspace.errors import fail
+from quichsd.userspace.quic_socket import ModelQuicSocket
+from quichsd.userspace.session import VERSIONS, Session, Settings, SockState
 
 _SMALLEST_INITIAL_DATAGRAM = 1200
 _CID_LENGTH = 8  # aioquic's connection_id_length, used for our CIDs
@@ -146,18 +144,11 @@ class ModelQuicListener:
     def _new_connection(self, data: bytes, peer: Address, now: float) -> Channel | None:
         if self._closed or len(self._unaccepted) >= self._max_backlog:
             return None
-        try:
-            header = pull_quic_header(Buffer(data=data), host_cid_length=_CID_LENGTH)
-        except ValueError:
-            return None
-        if (
-            header.packet_type != QuicPacketType.INITIAL
-            or header.version not in VERSIONS
-            or len(data) < _SMALLEST_INITIAL_DATAGRAM
-        ):
+        header = initial_header(data, _CID_LENGTH)
+        if header is None or header[0] not in VERSIONS or len(data) < _SMALLEST_INITIAL_DATAGRAM:
             return None
         session = Session(self._lock, server=True, settings=self._session.settings.copy())
-        session.start(self._endpoint, peer, session.new_connection(header.destination_cid))
+        session.start(self._endpoint, peer, session.new_connection(header[1]))
         session.on_first_initial = self._ready
         self._unaccepted.append(session)
         return session

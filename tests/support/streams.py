@@ -1,13 +1,13 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """One echoed stream over a model QUIC socket: how a consumer uses its socket after DONE.
 
-Shared by the CLI's ``--message``, the demos and the tests, so each of them checks
-the same thing: the keys the agent installed carry application data both ways.
+Shared by the tests, so each of them checks the same thing: the keys the agent
+installed carry application data both ways.
 """
 
 from __future__ import annotations
 
-from quichsd.model.quic_socket import ModelQuicSocket
+from quichsd.userspace.quic_socket import ModelQuicSocket
 
 
 def echo_over(sock: ModelQuicSocket, message: bytes, timeout: float) -> bytes:

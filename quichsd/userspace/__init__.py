@@ -98,9 +98,12 @@ NOT emulated (release note):
   Python copies (and aioquic's derived keys) cannot be wiped.
 * Only IPv4 loopback (127.0.0.1); no IPv6, no other addresses, no SO_* options.
 
-Built on aioquic 1.7.2's packet layer (aioquic is a test dependency; the
-names above are imported lazily, so nothing else in this package needs it);
-the private hooks it relies on are listed in ``quichsd.model.packet_layer``.
+Built on aioquic 1.7.2's packet layer (the ``quichsd[userspace]`` extra; the
+names above are imported lazily, so the family model and the rest of this
+package do not need it); ``aioquic_seam`` is the one module that imports
+aioquic and lists the private hooks the model relies on.  ``missing()`` says in
+one line what to install when it cannot run.  Nothing on the daemon's runtime
+path imports this package (daemon/wiring.py).
 """
 
 from __future__ import annotations
@@ -109,16 +112,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from quichsd.model.listener import ModelQuicListener
-    from quichsd.model.quic_socket import ModelQuicSocket
-    from quichsd.model.session import SockState
+    from quichsd.userspace.listener import ModelQuicListener
+    from quichsd.userspace.quic_socket import ModelQuicSocket
+    from quichsd.userspace.session import SockState
 
-__all__ = ["ModelQuicListener", "ModelQuicSocket", "SockState"]
+__all__ = ["ModelQuicListener", "ModelQuicSocket", "SockState", "missing"]
 
 _HOMES = {
-    "ModelQuicListener": "quichsd.model.listener",
-    "ModelQuicSocket": "quichsd.model.quic_socket",
-    "SockState": "quichsd.model.session",
+    "ModelQuicListener": "quichsd.userspace.listener",
+    "ModelQuicSocket": "quichsd.userspace.quic_socket",
+    "SockState": "quichsd.userspace.session",
 }
 
 
@@ -128,3 +131,12 @@ def __getattr__(name: str) -> Any:
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(importlib.import_module(home), name)
+
+
+def missing() -> str | None:
+    """None when the QUIC socket model can run here; else one line: what to install."""
+    try:
+        importlib.import_module("quichsd.userspace.aioquic_seam")
+    except ImportError as exc:  # aioquic_seam.UnsupportedAioquic, whatever went wrong
+        return str(exc)
+    return None

@@ -20,15 +20,6 @@ import time
 from collections.abc import Callable
 from enum import Enum
 
-from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnectionError
-from aioquic.quic.events import StreamDataReceived
-
-from quichsd.model.endpoint import Address, Endpoint
-from quichsd.model.errors import fail
-from quichsd.model.packet_layer import SUITE_OF_CIPHER, ModelConnection
-from quichsd.model.receive_queue import Readiness, ReceiveQueue
-from quichsd.model.transport_params import peer_defaults, peer_from_extension
 from quichsd.quic.abi import (
     CLOSE_PHRASE_BUFFER_SIZE,
     QUIC_VERSION_V1,
@@ -41,6 +32,18 @@ from quichsd.quic.abi import (
     TransportParam,
 )
 from quichsd.tls.levels import SECRET_LENGTH, Cipher, Level
+from quichsd.userspace.aioquic_seam import (
+    SUITE_OF_CIPHER,
+    ModelConnection,
+    QuicConfiguration,
+    QuicConnectionError,
+    StreamDataReceived,
+    peer_from_extension,
+)
+from quichsd.userspace.endpoint import Address, Endpoint
+from quichsd.userspace.errors import fail
+from quichsd.userspace.receive_queue import Readiness, ReceiveQueue
+from quichsd.userspace.transport_params import peer_defaults
 
 VERSIONS = (QUIC_VERSION_V1, QUIC_VERSION_V2)
 #: Stands in for the certificate aioquic insists a server has; its TLS never runs.

@@ -12,6 +12,7 @@ import os
 import socket
 import struct
 from collections.abc import Mapping
+from typing import Protocol
 
 from pyroute2.netlink import nlmsg
 
@@ -44,9 +45,28 @@ from quichsd.netlink.messages import (
     read_header,
 )
 
-from .family_faults import AcceptFault
 from .family_policy import Refusal
 from .family_request import RequestHandle
+
+
+class AcceptFault(Protocol):
+    """A fault the model plays on one ACCEPT (``FamilyModel.inject_accept_fault``): the
+    tests' ``tests/support/family_faults.py`` makes them."""
+
+    @property
+    def error(self) -> int:
+        """Fail the ACCEPT with this errno (0: reply), as a kernel that cannot install the fd."""
+        ...
+
+    @property
+    def install(self) -> bool:
+        """Whether an fd comes with the reply."""
+        ...
+
+    def attrs(self, regular: list[tuple[str, AttrValue]]) -> list[tuple[str, AttrValue]]:
+        """The reply's attributes, mangled."""
+        ...
+
 
 _ACK_FIELDS = (
     ("error", "i"),

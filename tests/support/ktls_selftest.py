@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""``python -m quichsd.ktls.selftest``: the whole TCP + kTLS path on this kernel.
+"""``python -m tests.support.ktls_selftest``: the whole TCP + kTLS path on this kernel.
 
 On 127.0.0.1: our client against our server for each kTLS cipher (X.509,
 then PSK), each end handing its keys to the kernel; messages both ways
@@ -35,10 +35,10 @@ from quichsd.ktls.abi import SOL_TLS, TLS_GET_RECORD_TYPE, TLS_RX, TLS_TX, Conte
 from quichsd.ktls.aio import run_tcp_handshake
 from quichsd.ktls.handshake import TcpHandshakeResult
 from quichsd.ktls.session import TcpCredentials
-from quichsd.ktls.soft import RecordLayer, split_records
 from quichsd.tls import AuthMode, CertificateCredentials, Role, gnutls_version
 from quichsd.tls.levels import CIPHER_SUITE_NAMES
 from quichsd.tls.selfsigned import Issued, issue, make_ca
+from tests.support.ktls_soft import RecordLayer, split_records
 
 EXIT_PASS, EXIT_FAIL, EXIT_SKIP = 0, 1, 77
 TLS_STAT = Path("/proc/net/tls_stat")
@@ -406,7 +406,9 @@ def run(ciphers: tuple[int, ...], *, openssl: bool = True) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m quichsd.ktls.selftest", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.support.ktls_selftest", description=__doc__
+    )
     parser.add_argument(
         "--cipher",
         type=int,

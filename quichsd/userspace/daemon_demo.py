@@ -9,44 +9,25 @@ aioquic server on 127.0.0.1 — and the daemon's own log shows each one.
 
 from __future__ import annotations
 
-import asyncio
 import errno
+import sys
 import tempfile
-import threading
 from pathlib import Path
-from typing import Any
 
 from quichsd.tls.selfsigned import issue, make_ca
+from quichsd.userspace import missing
 
 SERVER_NAME = "server.demo.test"
 
 
-def _aioquic_server(cert: Path, key: Path) -> tuple[asyncio.AbstractEventLoop, tuple[str, int]]:
-    from aioquic.asyncio.server import serve
-    from aioquic.quic.configuration import QuicConfiguration
-
-    loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, daemon=True).start()
-    config = QuicConfiguration(is_client=False, alpn_protocols=["echo"])
-    config.load_cert_chain(str(cert), str(key))
-
-    async def start() -> Any:
-        return await serve("127.0.0.1", 0, configuration=config)
-
-    server = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    host, port = server._transport.get_extra_info("sockname")[:2]
-    return loop, (str(host), int(port))
-
-
 def run_daemon_demo() -> int:
-    try:
-        from quichsd.model.rig import DaemonRig, config_text
-    except ImportError as exc:  # aioquic: the userspace extra
-        print(
-            "quichsd: the daemon demo needs the userspace extra "
-            f"(pip install 'quichsd[userspace]'): {exc}"
-        )
+    problem = missing()
+    if problem is not None:
+        print(f"quichsd: {problem}", file=sys.stderr)
         return 1
+    from quichsd.userspace.aioquic_seam import start_echo_server
+    from quichsd.userspace.rig import DaemonRig, config_text
+
     tmp = Path(tempfile.mkdtemp(prefix="quichsd-demo-"))
     ca = make_ca()
     leaf = issue(ca, (SERVER_NAME,))
@@ -56,7 +37,7 @@ def run_daemon_demo() -> int:
         ("key.pem", leaf.key_pem),
     ):
         (tmp / name).write_bytes(data)
-    loop, address = _aioquic_server(tmp / "cert.pem", tmp / "key.pem")
+    loop, address = start_echo_server(tmp / "cert.pem", tmp / "key.pem", "echo")
     cases = (
         ("X.509 client, server name matches", SERVER_NAME),
         ("X.509 client, wrong server name", "impostor.demo.test"),

@@ -31,9 +31,8 @@ the model's SO_RCVTIMEO).
 Identification: the serving end is bound to an abstract address starting with
 ``PEER_NAME_PREFIX``, so ``is_remote_model_socket(fd)`` is a getsockopt and a
 getpeername on the fd, with nothing read from it (another process may be the
-one doing RPCs).  ``open_remote_or_kernel`` fits
-``quichsd.daemon.handler.open_quic_socket`` and
-``transport_of_remote_or_kernel`` the service's ``transport_probe``.
+one doing RPCs).  ``open_remote_or_kernel`` and ``transport_of_remote_or_kernel``
+are the daemon's wiring for these sockets (``serve.py``, daemon/wiring.py).
 
 Lifetime: as with a kernel socket, the fd is a reference, not the socket:
 closing a ``RemoteQuicSocket`` (the agent's copy) never closes the model
@@ -69,11 +68,12 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from quichsd.daemon.service import transport_of
 from quichsd.quic.abi import MSG_DONTWAIT
 
 if TYPE_CHECKING:
-    from quichsd.model.quic_socket import ModelQuicSocket
     from quichsd.quic.sockopt import QuicSocket
+    from quichsd.userspace.quic_socket import ModelQuicSocket
 
 __all__ = [
     "PEER_NAME_PREFIX",
@@ -692,16 +692,14 @@ def is_remote_model_socket(fd: int) -> bool:
 
 
 def open_remote_or_kernel(fd: int) -> QuicSocket:
-    """For ``quichsd.daemon.handler.open_quic_socket``: a RemoteQuicSocket or a kernel socket."""
+    """For ``Wiring.open_quic_socket``: a RemoteQuicSocket or a kernel socket."""
     if is_remote_model_socket(fd):
         return RemoteQuicSocket(fd)
     return socket.socket(fileno=fd)
 
 
 def transport_of_remote_or_kernel(fd: int) -> str:
-    """For ``HandshakeService(transport_probe=...)``: "quic" for exported model sockets."""
+    """For ``Wiring.transport_of``: "quic" for exported model sockets."""
     if is_remote_model_socket(fd):
         return "quic"
-    from quichsd.daemon.service import transport_of
-
     return transport_of(fd)

@@ -14,10 +14,6 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
-from quichsd.model import options
-from quichsd.model.endpoint import Endpoint, check_loopback
-from quichsd.model.errors import fail
-from quichsd.model.session import Session, Settings, SockState
 from quichsd.quic.abi import (
     HANDSHAKE_CMSG_SPACE,
     MSG_CTRUNC,
@@ -40,6 +36,10 @@ from quichsd.quic.abi import (
     parse_handshake_level,
 )
 from quichsd.tls.levels import Level
+from quichsd.userspace import options
+from quichsd.userspace.endpoint import Endpoint, check_loopback
+from quichsd.userspace.errors import fail
+from quichsd.userspace.session import Session, Settings, SockState
 
 Ancillary = list[tuple[int, int, bytes]]
 

@@ -2,7 +2,7 @@
 """Userspace model of the kernel side of the ``handshake`` generic-netlink family.
 
 The machine running the tests has no net/handshake, so this plays the kernel: it
-serves ``quichsd.netlink.channel.ModelChannel`` connections (AF_UNIX SOCK_SEQPACKET,
+serves ``quichsd.userspace.family_channel.ModelChannel`` connections (AF_UNIX SOCK_SEQPACKET,
 the same netlink bytes as a real NETLINK_GENERIC socket) from a thread, and offers
 tests the kernel-consumer API (``submit`` / ``RequestHandle.wait`` / ``cancel``).
 
@@ -31,9 +31,9 @@ Behaviour modelled (docs/kernel-abi.md):
   ESRCH with nobody in the group (request dropped); else one READY per request.
 * cancel: pending → removed; accepted → marked done without completion; completed →
   False.
-* faults (``inject_accept_fault``, ``family_faults``): an ACCEPT that fails after
-  completing its request with EIO (EMFILE), or a reply with mangled SOCKFD
-  attributes, attributes left out, or no fd installed.
+* faults (``inject_accept_fault``; the tests make them, tests/support/family_faults.py):
+  an ACCEPT that fails after completing its request with EIO (EMFILE), or a reply
+  with mangled SOCKFD attributes, attributes left out, or no fd installed.
 """
 
 from __future__ import annotations
@@ -54,7 +54,6 @@ from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any
 
-from quichsd.netlink.channel import MODEL_CTL_HELLO, MODEL_CTL_SETSOCKOPT, MODEL_CTL_TYPE
 from quichsd.netlink.constants import (
     CTRL_CMD_GETFAMILY,
     FAMILY_NAME,
@@ -90,15 +89,15 @@ from quichsd.netlink.messages import (
     ctrlmsg,
     decode,
     donemsg,
-    modelctlmsg,
     raw_attributes,
     split_datagram,
 )
 
 from . import family_wire as wire
-from .family_faults import AcceptFault
+from .family_channel import MODEL_CTL_HELLO, MODEL_CTL_SETSOCKOPT, MODEL_CTL_TYPE, modelctlmsg
 from .family_policy import ACCEPT_POLICY, Refusal, done_policy, last, validate
 from .family_request import Completion, ModelStats, RequestCancelled, RequestHandle, State
+from .family_wire import AcceptFault
 
 __all__ = ["Completion", "FamilyModel", "ModelStats", "RequestCancelled", "RequestHandle"]
 
