@@ -136,7 +136,7 @@ def test_daemon_under_notify_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPa
             joined, workers = ready.context  # type: ignore[misc]
             assert joined == 1, "READY=1 before the daemon joined the tlshd group"
             assert workers >= 1, "READY=1 before the workers were forked"
-            assert ready.fields["STATUS"] == "serving: 0 in flight, 0 done, 0 failed; 2 workers"
+            assert ready.fields["STATUS"] == "serving: 0 in flight, 0 done, 0 failed; 1 worker"
 
             first = notify.wait_for(lambda n: n.text == "WATCHDOG=1")
             fourth = notify.wait_for(
@@ -147,7 +147,7 @@ def test_daemon_under_notify_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPa
             with ModelQuicListener(alpn=["echo"]) as quic:
                 assert statuses(*x509_pair(rig, quic)) == [0, 0], rig.log()
             notify.wait_for(
-                lambda n: n.fields.get("STATUS", "").endswith("2 done, 0 failed; 2 workers")
+                lambda n: n.fields.get("STATUS", "").endswith("2 done, 0 failed; 1 worker")
             )
 
             seen = len(notify.snapshot())

@@ -60,6 +60,7 @@ SPAWN_WAIT = 10.0
 STOP_WAIT = 2.0
 
 ExitCallback = Callable[[int, str, int], None]
+GoneCallback = Callable[[str], None]
 
 
 class ForkServerGone(OSError):
@@ -75,7 +76,10 @@ class ForkServer:
         self._assembler = Reassembler()
         self._pending: list[int] = []
         self._on_exit: ExitCallback | None = None
+        self._on_gone: GoneCallback | None = None
         self._watched = False
+        #: False once its end of the control socket is closed (it died, or was closed).
+        self.alive = True
 
     @classmethod
     def start(cls, preload: Iterable[str] = PRELOAD) -> ForkServer:
@@ -116,9 +120,11 @@ class ForkServer:
         with contextlib.suppress(OSError):
             self._send({"kill": pid})
 
-    def watch(self, on_exit: ExitCallback) -> None:
-        """Reports each worker's end to ``on_exit(pid, how, code)`` from the running loop."""
+    def watch(self, on_exit: ExitCallback, on_gone: GoneCallback | None = None) -> None:
+        """Reports each worker's end to ``on_exit(pid, how, code)`` from the running loop,
+        and the fork server's own end, once, to ``on_gone(why)``."""
         self._on_exit = on_exit
+        self._on_gone = on_gone
         if not self._watched:
             asyncio.get_running_loop().add_reader(self.control.fileno(), self._readable)
             self._watched = True
@@ -131,6 +137,7 @@ class ForkServer:
 
     def close(self, wait: float = STOP_WAIT + 1.0) -> None:
         """Ends the fork server (and so, at last, the workers left) and reaps it."""
+        self.alive = False
         self.control.close()
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
@@ -178,7 +185,27 @@ class ForkServer:
                     os.close(fd)
         except ForkServerGone as exc:
             self.unwatch()
-            log.error("%s: no worker can be replaced", exc)
+            self.alive = False
+            reason = (
+                f"{exc.strerror} (pid {self.pid}{self._how_it_ended()}): no worker can be forked"
+            )
+            if self._on_gone is not None:
+                self._on_gone(reason)
+            else:
+                log.error("%s", reason)
+
+    def _how_it_ended(self) -> str:
+        """``, killed by SIGKILL`` once it can be reaped (shortly after its socket's EOF)."""
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return ""
+            if pid:
+                return f", {describe(status)[0]}"
+            time.sleep(0.01)
+        return ""
 
 
 def describe(status: int) -> tuple[str, int]:

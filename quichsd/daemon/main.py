@@ -73,7 +73,8 @@ def apply_debug(config: DaemonConfig) -> None:
 
 
 def default_workers(config: DaemonConfig) -> int:
-    """The configured count, else one per CPU (at least 2, at most ``MAX_WORKERS``: the
+    """The most workers at once (the pool starts with one, daemon/pool.py): the configured
+    count, else one per CPU (at least 2, at most ``MAX_WORKERS``: the
     unit's LimitNOFILE= is sized for that many, systemd/quichsd.service)."""
     return config.workers or min(MAX_WORKERS, max(2, os.cpu_count() or 2))
 

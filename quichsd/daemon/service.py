@@ -131,6 +131,7 @@ class HandshakeService:
             forkserver=forkserver,
             on_fatal=self._fatal,
             fork_per_request=fork_per_request,
+            idle_timeout=config.worker_idle_timeout,
         )
         self.inflight: dict[int, InFlight] = {}
         self.counters = Counters()
@@ -202,6 +203,7 @@ class HandshakeService:
         self.generation += 1
         if self._concurrency is None:
             self.pool.concurrency = config.handshakes_per_worker
+        self.pool.idle_timeout = config.worker_idle_timeout
         self.metrics.reloaded()
 
     async def _drain(self, grace: float) -> None:

@@ -1,0 +1,102 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""Start-up on the host: exec of ``quichsd serve`` to READY=1, on the family model.
+
+The real daemon (through ``quichsd.model.rig``) is started ``--rounds`` times with
+NOTIFY_SOCKET pointing at a datagram socket of ours; a thread stamps each datagram
+as it arrives.  Per round: exec (just before the rig's ``Popen``) to READY=1, the
+moment the daemon has joined the group and serves.  A bare interpreter's start
+(``python -c pass``) is measured beside it.  The last line is
+
+    exec to READY=1 ms: X (median of N; bare Python Y ms)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from quichsd.model.rig import DaemonRig, config_text
+
+
+class NotifySink:
+    """A NOTIFY_SOCKET that stamps each datagram with its arrival (monotonic)."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.1)
+        self.received: list[tuple[float, bytes]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            self.received.append((time.monotonic(), data))
+
+    def ready_at(self, after: float, timeout: float = 30.0) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for stamp, data in self.received:
+                if stamp >= after and b"READY=1" in data.split(b"\n"):
+                    return stamp
+            time.sleep(0.005)
+        raise TimeoutError("no READY=1")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(1)
+        self.sock.close()
+
+
+def bare_python_ms() -> float:
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    return (time.monotonic() - started) * 1000
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="quichsd-startup-"))
+    sink = NotifySink(work / "notify.sock")
+    os.environ["NOTIFY_SOCKET"] = str(work / "notify.sock")
+    spans, bare = [], []
+    try:
+        for _ in range(args.rounds):
+            bare.append(bare_python_ms())
+            rig = DaemonRig()
+            rig.write_config(config_text(status_socket=rig.status_socket))
+            try:
+                rig.family.start()
+                rig._family_started = True  # the rig.s own start, split to time the exec alone
+                started = time.monotonic()
+                rig.start_daemon()
+                spans.append((sink.ready_at(started) - started) * 1000)
+            finally:
+                rig.close()
+            print(f"exec to READY=1: {spans[-1]:.0f} ms", file=sys.stderr)
+    finally:
+        sink.close()
+    print(
+        f"exec to READY=1 ms: {statistics.median(spans):.0f} (median of {len(spans)}; "
+        f"bare Python {statistics.median(bare):.0f} ms)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
