@@ -5,8 +5,13 @@
 status socket and before its event loop runs.  So a worker, forked from it,
 inherits none of those fds, no running loop and no libsystemd state -- nothing
 needs closing after the fork and no private asyncio call resets anything.
-Whatever the parent makes before ``ForkServer.start()`` (modules imported, a
-shared anonymous mapping) every worker has.
+
+What only workers need (the handshake code, GnuTLS, the TCP path: ``PRELOAD``)
+the fork server imports itself, after its fork, while the parent goes on to
+join the netlink group and report READY=1: no worker's import delays the
+parent, and the parent never holds those modules.  The ``setup`` callable it
+runs next makes what every worker must share (the 0-RTT anti-replay store's
+shared mapping).  It answers its first ``spawn`` once both are done.
 
 The parent talks to it over one SOCK_SEQPACKET pair with the workers' framed
 channel (daemon/channel.py), JSON messages:
@@ -47,15 +52,17 @@ from quichsd.daemon.privilege import (
     name_process,
 )
 from quichsd.daemon.protocol import ChannelError, Reassembler
-from quichsd.daemon.worker import ignore_daemon_signals, worker_main
 
 log = logging.getLogger("quichsd.forkserver")
 
-#: Imported before the fork server forks so that every worker inherits it: workers would
-#: import the TCP path on their first TCP job otherwise (~0.3 s under QEMU TCG).
-PRELOAD = ("quichsd.ktls.job", "quichsd.daemon._privilege")
-#: How long ``spawn`` waits for the fork server's answer.
+#: Imported by the fork server before it forks a worker, so that every worker inherits
+#: them: the worker's entry (and through it the QUIC path), the TCP path, which workers
+#: would import on their first TCP job otherwise (~0.3 s under QEMU TCG), and seccomp.
+PRELOAD = ("quichsd.daemon.worker", "quichsd.ktls.job", "quichsd.daemon._privilege")
+#: How long ``spawn`` waits for the fork server's answer; the first answer waits for its
+#: imports (``PRELOAD``), several seconds under QEMU TCG.
 SPAWN_WAIT = 10.0
+FIRST_SPAWN_WAIT = 60.0
 #: How long the fork server, told to stop, waits for its workers before killing them.
 STOP_WAIT = 2.0
 
@@ -78,19 +85,23 @@ class ForkServer:
         self._on_exit: ExitCallback | None = None
         self._on_gone: GoneCallback | None = None
         self._watched = False
+        self._answered = False
         #: False once its end of the control socket is closed (it died, or was closed).
         self.alive = True
 
     @classmethod
-    def start(cls, preload: Iterable[str] = PRELOAD) -> ForkServer:
-        """Forks the fork server; call it before opening anything a worker must not hold."""
-        for name in preload:
-            importlib.import_module(name)
+    def start(
+        cls, preload: Iterable[str] = PRELOAD, setup: Callable[[], object] | None = None
+    ) -> ForkServer:
+        """Forks the fork server; call it before opening anything a worker must not hold.
+
+        The fork server imports ``preload`` and calls ``setup`` before it forks a worker;
+        the caller does not wait for either."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
             ours.close()
-            _serve(theirs)
+            _serve(theirs, tuple(preload), setup)
         theirs.close()
         ours.setblocking(False)
         return cls(pid, ours)
@@ -98,7 +109,7 @@ class ForkServer:
     def spawn(self, recycle_after: int) -> tuple[int, socket.socket]:
         """A new worker: its pid and the parent's end of its channel (non-blocking)."""
         self._send({"spawn": recycle_after})
-        deadline = time.monotonic() + SPAWN_WAIT
+        deadline = time.monotonic() + (SPAWN_WAIT if self._answered else FIRST_SPAWN_WAIT)
         while True:
             for message, fds in self._receive():
                 if "failed" in message:
@@ -108,6 +119,7 @@ class ForkServer:
                         raise ForkServerGone(0, "the fork server sent a worker without its channel")
                     channel = socket.socket(fileno=fds[0])
                     channel.setblocking(False)
+                    self._answered = True
                     return int(message["spawned"]), channel
             left = deadline - time.monotonic()
             poller = select.poll()
@@ -223,7 +235,19 @@ def describe(status: int) -> tuple[str, int]:
 # -- the fork server process ---------------------------------------------------------
 
 
-def _serve(control: socket.socket) -> NoReturn:
+def ignore_daemon_signals() -> None:
+    """The parent decides when workers (and the fork server) stop: it closes their
+    channels, or has one killed.  Signals meant for the daemon that reach its whole
+    process group -- Ctrl-C, a terminal hangup, systemd's SIGTERM to every process of
+    the unit (KillMode=control-group, the default) -- must not end handshakes the parent
+    is draining.  Workers inherit these dispositions across the fork."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _serve(
+    control: socket.socket, preload: tuple[str, ...], setup: Callable[[], object] | None
+) -> NoReturn:
     """The fork server process (never returns)."""
     code = 0
     try:
@@ -236,6 +260,10 @@ def _serve(control: socket.socket) -> NoReturn:
                 f"quichsd: the fork server cannot drop privileges: {exc.strerror}", file=sys.stderr
             )
             os._exit(EXIT_UNCONFINED)
+        for name in preload:
+            importlib.import_module(name)
+        if setup is not None:
+            setup()
         _Server(control).run()
     except BaseException:
         traceback.print_exc()
@@ -297,6 +325,8 @@ class _Server:
                 self._tell({"failed": f"fork: {exc.strerror}"})
                 return
             if pid == 0:
+                from quichsd.daemon.worker import worker_main  # preloaded: no import now
+
                 # The worker keeps its channel and stdio, nothing else.
                 self.control.close()
                 theirs.close()

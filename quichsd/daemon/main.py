@@ -30,7 +30,6 @@ from quichsd.daemon.service import HandshakeService, transport_of
 from quichsd.daemon.status import DEFAULT_SOCKET, StatusServer
 from quichsd.netlink import FamilyUnavailable, HandshakeFamily
 from quichsd.netlink import trace as netlink_trace
-from quichsd.quic.driver import share_anti_replay
 from quichsd.tls import debuglog, gnutls_version
 
 log = logging.getLogger("quichsd")
@@ -106,10 +105,9 @@ def serve(options: ServeOptions) -> int:
     # socket, no netlink socket, no event loop (daemon/forkserver.py).  Whatever every
     # worker must share (a shared mapping, the model's socket opener) is made before it.
     probe = _transport_probe(options)
-    # One 0-RTT anti-replay store for the whole daemon (docs/ARCHITECTURE.md): its shared
-    # mapping and its lock's fd reach every worker, replacements included.
-    share_anti_replay()
-    forkserver = ForkServer.start()
+    # The fork server imports what workers need and runs _worker_setup while this process
+    # goes on to join the group: no worker's import delays READY=1.
+    forkserver = ForkServer.start(setup=_worker_setup(options))
     try:
         # The parent needs only CAP_NET_ADMIN (the handshake family's ACCEPT and DONE);
         # CAP_SETPCAP, in the unit's bounding set for the workers, goes now.
@@ -173,13 +171,28 @@ def _serve(
     return EXIT_OK
 
 
+def _worker_setup(options: ServeOptions) -> Callable[[], None]:
+    """What the fork server makes, after its imports, for every worker it forks."""
+
+    def setup() -> None:
+        from quichsd.quic.driver import share_anti_replay
+
+        # One 0-RTT anti-replay store for the whole daemon (docs/ARCHITECTURE.md): its
+        # shared mapping and its lock's fd reach every worker, replacements included.
+        share_anti_replay()
+        if options.model_quic:
+            from quichsd.daemon import handler
+            from quichsd.model.remote import open_remote_or_kernel
+
+            handler.open_quic_socket = open_remote_or_kernel
+
+    return setup
+
+
 def _transport_probe(options: ServeOptions) -> Callable[[int], str]:
     if not options.model_quic:
         return transport_of
-    from quichsd.daemon import handler
-    from quichsd.model.remote import is_remote_model_socket, open_remote_or_kernel
-
-    handler.open_quic_socket = open_remote_or_kernel
+    from quichsd.model.remote import is_remote_model_socket
 
     def probe(fd: int) -> str:
         return "quic" if is_remote_model_socket(fd) else transport_of(fd)

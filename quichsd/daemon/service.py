@@ -137,7 +137,7 @@ class HandshakeService:
         self.counters = Counters()
         self.statuses: Counter[int] = Counter()
         self.metrics = Metrics()
-        #: Called once run() has started the pool and watches the netlink socket (READY=1).
+        #: Called once run() watches the netlink socket, before the first worker (READY=1).
         self.on_started: list[Callable[[], None]] = []
         #: Called once when a stop is first requested (STOPPING=1).
         self.on_stopping: list[Callable[[], None]] = []
@@ -159,11 +159,14 @@ class HandshakeService:
         """Serves until ``request_stop()`` (or SIGTERM/SIGINT), then drains."""
         loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
-        self.pool.start()
         loop.add_reader(self.family.fileno(), self._on_netlink)
-        loop.call_soon(self._on_netlink)  # READYs already buffered by start-up requests
+        # READY=1 first: the group is joined, so the kernel queues requests for us from
+        # now on (docs/startup.md); the first worker, whose fork waits for the fork
+        # server's imports, must not hold back what is ordered after the service.
         for started in self.on_started:
             started()
+        self.pool.start()
+        loop.call_soon(self._on_netlink)  # READYs already buffered by start-up requests
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
