@@ -2,8 +2,8 @@
 """Start-up on the host: exec of ``quichsd serve`` to READY=1, on the family model.
 
 The real daemon (through ``quichsd.model.rig``) is started ``--rounds`` times with
-NOTIFY_SOCKET pointing at a datagram socket of ours; a thread stamps each datagram
-as it arrives, and another polls the family model's group every millisecond.  Per
+NOTIFY_SOCKET pointing at a datagram socket of ours, whose datagrams the kernel
+stamps on arrival; a thread polls the family model's group every millisecond.  Per
 round: exec (just before the rig's ``Popen``) to the join (from then on the kernel
 queues requests for the daemon instead of failing them, docs/startup.md) and to
 READY=1.  A bare interpreter's start (``python -c pass``) is measured beside them.
@@ -19,6 +19,7 @@ import argparse
 import os
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -28,39 +29,32 @@ from pathlib import Path
 
 from quichsd.model.rig import DaemonRig, config_text
 
+#: <asm-generic/socket.h> (Python's socket module does not name it); the cmsg type too.
+SO_TIMESTAMPNS = 35
+
 
 class NotifySink:
-    """A NOTIFY_SOCKET that stamps each datagram with its arrival (monotonic)."""
+    """A NOTIFY_SOCKET whose datagrams the kernel stamps on arrival (SO_TIMESTAMPNS,
+    CLOCK_REALTIME), so they can be read after the daemon has started."""
 
     def __init__(self, path: Path) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(path))
-        self.sock.settimeout(0.1)
-        self.received: list[tuple[float, bytes]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self.sock.settimeout(30.0)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self.sock.recv(4096)
-            except TimeoutError:
-                continue
-            self.received.append((time.monotonic(), data))
-
-    def ready_at(self, after: float, timeout: float = 30.0) -> float:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for stamp, data in self.received:
-                if stamp >= after and b"READY=1" in data.split(b"\n"):
-                    return stamp
-            time.sleep(0.005)
-        raise TimeoutError("no READY=1")
+    def ready_at(self) -> float:
+        """The arrival (time.time()) of the next datagram carrying READY=1."""
+        while True:
+            data, ancillary, _flags, _addr = self.sock.recvmsg(4096, 64)
+            if b"READY=1" in data.split(b"\n"):
+                for level, kind, payload in ancillary:
+                    if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                        seconds, nanoseconds = struct.unpack("qq", payload[:16])
+                        return seconds + nanoseconds / 1e9
+                raise RuntimeError("a datagram without its arrival stamp")
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(1)
         self.sock.close()
 
 
@@ -69,7 +63,7 @@ def watch_join(rig: DaemonRig, joined: list[float], timeout: float = 30.0) -> No
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if rig.family.listeners():
-            joined.append(time.monotonic())
+            joined.append(time.time())
             return
         time.sleep(0.001)
 
@@ -100,10 +94,10 @@ def main(argv: list[str] | None = None) -> int:
                 rig._family_started = True  # rig.start(), split to time the exec alone
                 joined: list[float] = []
                 watcher = threading.Thread(target=watch_join, args=(rig, joined), daemon=True)
-                started = time.monotonic()
+                started = time.time()
                 watcher.start()
                 rig.start_daemon()
-                spans.append((sink.ready_at(started) - started) * 1000)
+                spans.append((sink.ready_at() - started) * 1000)
                 watcher.join(5)
                 joins.append((joined[0] - started) * 1000)
             finally:
