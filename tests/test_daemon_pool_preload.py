@@ -5,6 +5,8 @@ request, and none of it delays the parent's start (docs/startup.md)."""
 
 from __future__ import annotations
 
+import ast
+import re
 import subprocess
 import sys
 import textwrap
@@ -49,3 +51,44 @@ def test_fork_server_preloads_what_workers_need_and_the_parent_does_not() -> Non
     children, parent = result.stdout.splitlines()
     assert children.split() == ["True"] * 4  # the fork server's maps, then the worker's
     assert parent.split() == ["False"] * 5 + ["1"]
+
+
+FAILED_IMPORT = textwrap.dedent(
+    """
+    import asyncio
+    from quichsd.daemon.forkserver import ForkServer
+    from quichsd.daemon.pool import WorkerPool
+
+    forkserver = ForkServer.start(preload=("quichsd.no_such_module",))
+    reasons = []
+
+    async def main():
+        pool = WorkerPool(
+            1, 4, 0, lambda outcome: None, lambda ids, reason: None,
+            forkserver=forkserver, on_fatal=reasons.append,
+        )
+        pool.start()
+        await asyncio.sleep(0.2)
+        await pool.stop()
+        print(len(pool.workers), sorted(set(reasons)))
+
+    asyncio.run(main())
+    forkserver.close()
+    """
+)
+
+
+def test_a_fork_server_that_cannot_import_stops_the_daemon_with_a_reason() -> None:
+    """Its import error (a broken installation) is printed by the fork server; the parent,
+    whose first worker can then never be forked, hears one reason, without a traceback."""
+    result = subprocess.run(
+        [sys.executable, "-c", FAILED_IMPORT], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "No module named 'quichsd.no_such_module'" in result.stderr
+    workers, _, reasons = result.stdout.strip().partition(" ")
+    assert workers == "0"
+    (reason,) = ast.literal_eval(reasons)
+    assert re.fullmatch(
+        r"the fork server exited \(pid \d+, exited with code 1\): no worker can be forked", reason
+    ), reason

@@ -197,14 +197,19 @@ class ForkServer:
                     os.close(fd)
         except ForkServerGone as exc:
             self.unwatch()
-            self.alive = False
-            reason = (
-                f"{exc.strerror} (pid {self.pid}{self._how_it_ended()}): no worker can be forked"
-            )
+            if not self.alive:
+                return  # already reported (gone_reason)
+            reason = self.gone_reason(exc)
             if self._on_gone is not None:
                 self._on_gone(reason)
             else:
                 log.error("%s", reason)
+
+    def gone_reason(self, exc: ForkServerGone) -> str:
+        """One line for its end (its pid, and how it ended once it can be reaped); from
+        here on it counts as gone."""
+        self.alive = False
+        return f"{exc.strerror} (pid {self.pid}{self._how_it_ended()}): no worker can be forked"
 
     def _how_it_ended(self) -> str:
         """``, killed by SIGKILL`` once it can be reaped (shortly after its socket's EOF)."""

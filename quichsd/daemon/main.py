@@ -103,7 +103,8 @@ def serve(options: ServeOptions) -> int:
         return EXIT_CONFIG
     # First, while this process holds nothing a worker must not have: no journal or syslog
     # socket, no netlink socket, no event loop (daemon/forkserver.py).  Whatever every
-    # worker must share (a shared mapping, the model's socket opener) is made before it.
+    # worker must share (a shared mapping, the model's socket opener) the fork server
+    # makes itself (_worker_setup).
     probe = _transport_probe(options)
     # The fork server imports what workers need and runs _worker_setup while this process
     # goes on to join the group: no worker's import delays READY=1.

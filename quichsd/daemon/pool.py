@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from quichsd.daemon.channel import ChannelBroken, receive_messages, send_message
-from quichsd.daemon.forkserver import ForkServer
+from quichsd.daemon.forkserver import ForkServer, ForkServerGone
 from quichsd.daemon.privilege import EXIT_UNCONFINED
 from quichsd.daemon.protocol import (
     RETIRING,
@@ -112,7 +112,11 @@ class WorkerPool:
     def start(self) -> None:
         self.forkserver.watch(self._on_exit, self._on_forkserver_gone)
         for _ in range(min(self.size, MIN_WORKERS)):
-            self._spawn()
+            try:
+                self._spawn()
+            except ForkServerGone as exc:  # it failed its start (an import?)
+                self._on_forkserver_gone(self.forkserver.gone_reason(exc))
+                return
         if not self.fork_per_request:
             self._shrinker = asyncio.get_running_loop().create_task(self._shrink_idle())
 
