@@ -7,11 +7,12 @@ inherits none of those fds, no running loop and no libsystemd state -- nothing
 needs closing after the fork and no private asyncio call resets anything.
 
 What only workers need (the handshake code, GnuTLS, the TCP path: ``PRELOAD``)
-the fork server imports itself, after its fork, while the parent goes on to
-join the netlink group and report READY=1: no worker's import delays the
-parent, and the parent never holds those modules.  The ``setup`` callable it
-runs next makes what every worker must share (the 0-RTT anti-replay store's
-shared mapping).  It answers its first ``spawn`` once both are done.
+the fork server imports itself when the parent first asks for a worker, which
+the parent does once it has joined the netlink group and reported READY=1: no
+worker's import delays the parent or competes with it for a CPU before then
+(docs/startup.md), and the parent never holds those modules.  The ``setup``
+callable it runs next makes what every worker must share (the 0-RTT
+anti-replay store's shared mapping).  Then it forks that first worker.
 
 The parent talks to it over one SOCK_SEQPACKET pair with the workers' framed
 channel (daemon/channel.py), JSON messages:
@@ -60,7 +61,7 @@ log = logging.getLogger("quichsd.forkserver")
 #: would import on their first TCP job otherwise (~0.3 s under QEMU TCG), and seccomp.
 PRELOAD = ("quichsd.daemon.worker", "quichsd.ktls.job", "quichsd.daemon._privilege")
 #: How long ``spawn`` waits for the fork server's answer; the first answer waits for its
-#: imports (``PRELOAD``), several seconds under QEMU TCG.
+#: imports (``PRELOAD``), seconds under QEMU TCG.
 SPAWN_WAIT = 10.0
 FIRST_SPAWN_WAIT = 60.0
 #: How long the fork server, told to stop, waits for its workers before killing them.
@@ -95,8 +96,8 @@ class ForkServer:
     ) -> ForkServer:
         """Forks the fork server; call it before opening anything a worker must not hold.
 
-        The fork server imports ``preload`` and calls ``setup`` before it forks a worker;
-        the caller does not wait for either."""
+        The fork server imports ``preload`` and calls ``setup`` when asked for its first
+        worker (the answer to that first ``spawn`` waits for them)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
@@ -265,11 +266,7 @@ def _serve(
                 f"quichsd: the fork server cannot drop privileges: {exc.strerror}", file=sys.stderr
             )
             os._exit(EXIT_UNCONFINED)
-        for name in preload:
-            importlib.import_module(name)
-        if setup is not None:
-            setup()
-        _Server(control).run()
+        _Server(control, preload, setup).run()
     except BaseException:
         traceback.print_exc()
         code = 1
@@ -279,13 +276,23 @@ def _serve(
 class _Server:
     """Forks workers on demand, reaps them through their pidfds, reports each end."""
 
-    def __init__(self, control: socket.socket) -> None:
+    def __init__(
+        self,
+        control: socket.socket,
+        preload: tuple[str, ...],
+        setup: Callable[[], object] | None,
+    ) -> None:
         control.setblocking(False)
         self.control = control
         self.poller = select.poll()
         self.poller.register(control, select.POLLIN)
         self.children: dict[int, int] = {}  # pidfd -> pid
         self.assembler = Reassembler()
+        #: Done before the first worker (see the module's docstring); None once done.
+        self._prepare: tuple[tuple[str, ...], Callable[[], object] | None] | None = (
+            preload,
+            setup,
+        )
 
     def run(self) -> None:
         """Until the parent closes its end; then waits for the workers (bounded)."""
@@ -318,6 +325,13 @@ class _Server:
         return not gone
 
     def _spawn(self, recycle_after: int) -> None:
+        if self._prepare is not None:
+            preload, setup = self._prepare
+            self._prepare = None
+            for name in preload:
+                importlib.import_module(name)  # an ImportError ends the fork server
+            if setup is not None:
+                setup()
         try:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         except OSError as exc:

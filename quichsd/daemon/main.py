@@ -106,8 +106,9 @@ def serve(options: ServeOptions) -> int:
     # worker must share (a shared mapping, the model's socket opener) the fork server
     # makes itself (_worker_setup).
     probe = _transport_probe(options)
-    # The fork server imports what workers need and runs _worker_setup while this process
-    # goes on to join the group: no worker's import delays READY=1.
+    # The fork server imports what workers need and runs _worker_setup when first asked
+    # for a worker, after this process has joined the group: nothing of a worker's
+    # delays the join or READY=1 (docs/startup.md).
     forkserver = ForkServer.start(setup=_worker_setup(options))
     try:
         # The parent needs only CAP_NET_ADMIN (the handshake family's ACCEPT and DONE);
