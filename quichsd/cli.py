@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Opens a QUIC socket (IPPROTO_QUIC; --userspace: the userspace model), "
         "runs our handshake agent on it and prints what was negotiated.",
     )
-    from quichsd.manual import add_arguments
+    from quichsd.manual_args import add_arguments
 
     add_arguments(handshake)
     handshake.set_defaults(func=_cmd_handshake)

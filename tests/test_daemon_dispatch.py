@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from quichsd.daemon import dispatch
-from quichsd.daemon.jobs.common import JobRefused
+from quichsd.daemon.dispatch import JobRefused
 from quichsd.daemon.jobs.quic import run_quic_job
 from quichsd.daemon.jobs.tcp import run_tcp_job
 from quichsd.daemon.protocol import Transport
@@ -22,7 +22,7 @@ from quichsd.tls import Role
 
 def test_every_role_and_transport_has_its_transports_job() -> None:
     jobs = {Transport.QUIC: run_quic_job, Transport.TCP: run_tcp_job}
-    assert dict(dispatch.JOBS) == {
+    assert {key: dispatch.job_function(name) for key, name in dispatch.JOBS.items()} == {
         (role, transport): jobs[transport] for role in Role for transport in Transport
     }
     assert frozenset({"quic", "tcp"}) == dispatch.SERVED

@@ -35,6 +35,7 @@ from hostile_daemon import HOSTILE_PEERNAME
 
 from quichsd.daemon import keyring
 from quichsd.daemon.identities import MUTUAL_AUTH_MARKER
+from quichsd.daemon.status import query_snapshot
 from quichsd.netlink.constants import AuthMode, MessageType
 from quichsd.quic import sockopt
 from quichsd.quic.abi import Config, TransportError
@@ -589,7 +590,7 @@ def test_frozen_worker_is_killed_past_the_deadline(
     assert status == errno.ETIMEDOUT
     assert 0.8 + OVERRUN_GRACE - 0.3 <= elapsed < 0.8 + OVERRUN_GRACE + SLACK
     assert f"killing worker {pid}" in rig.log()
-    rig.wait_workers(2, excluding=[pid])  # killed, reaped and replaced
+    rig.wait_workers(1, excluding=[pid])  # killed, reaped and replaced (the pool keeps one)
     later = rig.client_request(peer_server.address, "x509", peername=SERVER_NAME)
     assert done_within(later, WAIT)[0] == 0
     rig.check_invariants()
@@ -607,7 +608,7 @@ def test_worker_killed_mid_handshake(
     status, _, waited = done_within(request, WAIT)
     assert status == errno.EIO
     assert waited < SLACK
-    rig.wait_workers(2, excluding=[pid])
+    rig.wait_workers(1, excluding=[pid])
     later = [
         rig.client_request(peer_server.address, "x509", peername=SERVER_NAME) for _ in range(4)
     ]
@@ -662,7 +663,7 @@ def test_workers_hold_no_privilege(
     besides stdio only its channel and the sockets of the requests it holds -- none of the
     daemon's (netlink, status socket, the other workers' channels).  Requests still succeed."""
     daemon_sockets = {link for link in _proc_fds(rig.pid).values() if link.startswith("socket:")}
-    workers = rig.wait_workers(2)
+    workers = rig.wait_workers(1)  # one at idle: the pool grows with load (pool.py)
     for pid in workers:
         assert_unprivileged(pid)
     unix = _unix_socket_links()
@@ -896,15 +897,15 @@ def test_worker_recycling_under_load(
     make_rig: Callable[..., DaemonRig], peer_server: PeerServer
 ) -> None:
     """worker_recycle=3: workers retire all the time under a burst; every request still
-    gets status 0 and the pool keeps its size (one replacement per retiring worker)."""
-    rig = make_rig(worker_recycle=3)
+    gets status 0 and the pool stays bounded (a retiring worker is replaced when needed)."""
+    rig = make_rig(worker_recycle=3, extra="worker_idle_timeout=0.5\n")
     for _ in range(3):
         for request in rig.client_requests(peer_server.address, 40, "x509", peername=SERVER_NAME):
             assert request.handle.wait(WAIT).status == 0, rig.log()[-3000:]
             rig.finish(request)
         # Two, plus retiring ones still finishing or not yet reaped: bounded, never growing.
         assert len(rig.worker_pids()) <= 4
-    rig.wait_workers(2)
+    rig.wait_workers(1)  # back to one once idle
     counts = rig.check_invariants()
     assert counts.statuses == {0: 120}
 
@@ -977,6 +978,82 @@ def test_sigterm_mid_burst(
         f"submitter ended with {refused}, exit after {took:.2f} s"
     )
     assert refused in ([], [errno.EAGAIN], [errno.ESRCH])
+
+
+# == the pool follows the load (daemon/pool.py) ===============================================
+
+
+def test_pool_grows_with_load_and_shrinks_when_idle(
+    make_rig: Callable[..., DaemonRig], silent_peer: SilentPeer
+) -> None:
+    """handshakes_per_worker=2: a second worker is forked as soon as the first holds one
+    handshake (half of 2), a third once both do, never more than workers=3; after
+    worker_idle_timeout without a handshake the pool is back to one.  ``quichsd status``
+    (its JSON) counts the workers each time."""
+    rig = make_rig(workers=3, extra="handshakes_per_worker=2\nworker_idle_timeout=1\n")
+    rig.wait_workers(1)
+    held = [rig.client_request(silent_peer.address, "x509", timeout_ms=2_500) for _ in range(6)]
+    rig.wait_workers(3)
+    holders = {rig.worker_holding(request) for request in held}
+    assert len(holders) == 3  # two handshakes each
+    pool = query_snapshot(rig.status_socket)["pool"]
+    assert (pool["workers"], pool["size"], pool["in_flight"]) == (3, 3, 6)
+    assert [done_within(r, WAIT)[0] for r in held] == [errno.ETIMEDOUT] * 6
+    assert len(rig.worker_pids()) == 3  # not idle long enough yet
+    rig.wait_workers(1, timeout=WAIT)
+    pool = query_snapshot(rig.status_socket)["pool"]
+    assert (pool["workers"], pool["shrunk"], pool["deaths"]) == (1, 2, 0)
+    rig.check_invariants()
+
+
+@pytest.mark.slow
+def test_requests_around_shrinks_are_all_answered(
+    make_rig: Callable[..., DaemonRig], peer_server: PeerServer
+) -> None:
+    """One handshake per worker and a 0.2 s idle timeout: bursts separated by pauses
+    around that timeout make the pool fork and retire workers while requests come and go.
+    Every request succeeds, one DONE each, and no worker died."""
+    rig = make_rig(workers=4, extra="handshakes_per_worker=1\nworker_idle_timeout=0.2\n")
+    for round_number in range(8):
+        requests = rig.client_requests(peer_server.address, 8, "x509", peername=SERVER_NAME)
+        assert [r.handle.wait(WAIT).status for r in requests] == [0] * 8, rig.log()[-3000:]
+        for request in requests:
+            rig.finish(request)
+        time.sleep(0.1 + 0.1 * (round_number % 4))
+    pool = query_snapshot(rig.status_socket)["pool"]
+    assert pool["shrunk"] > 0 and pool["spawned"] > 4 and pool["deaths"] == 0, pool
+    counts = rig.check_invariants()
+    assert counts.statuses == {0: 64}
+
+
+def test_fork_server_killed_mid_flight(
+    make_rig: Callable[..., DaemonRig], peer_server: PeerServer, silent_peer: SilentPeer
+) -> None:
+    """SIGKILL to the fork server with requests in flight.  The parent cannot fork a clean
+    one any more (it holds the netlink socket, the journal, its loop), so it stops as on
+    SIGTERM: the workers it has finish what they hold, every ACCEPTed request gets exactly
+    one DONE; then it exits 1 with one line saying why, which systemd's Restart=on-failure
+    (systemd/quichsd.service) answers with a fresh daemon."""
+    rig = make_rig(shutdown_grace=1.0)
+    stalled = rig.client_request(silent_peer.address, "x509", timeout_ms=30_000)
+    rig.worker_holding(stalled)
+    flowing = rig.client_requests(peer_server.address, 10, "x509", peername=SERVER_NAME)
+    forkserver = rig.forkserver_pid()
+    os.kill(forkserver, signal.SIGKILL)
+    assert rig.wait_exit(WAIT) == 1, rig.log()
+    assert stalled.handle.wait(0).status == errno.ETIMEDOUT
+    accepted = [r for r in flowing if r.handle.accepted_by is not None]
+    assert {r.handle.wait(0).status for r in accepted} <= {0, errno.ETIMEDOUT}
+    for request in flowing:
+        if request.handle.accepted_by is None:
+            request.handle.cancel()  # the kernel's to keep: the consumer cancels it
+    counts = rig.check_invariants(allow_cancelled=True)
+    assert counts.accepts == counts.dones == len(accepted) + 1
+    errors = [line for line in rig.log().splitlines() if line.startswith("quichsd: ")]
+    assert errors == [
+        f"quichsd: the fork server exited (pid {forkserver}, killed by SIGKILL): "
+        "no worker can be forked"
+    ], rig.log()
 
 
 # == start-up failures =======================================================================

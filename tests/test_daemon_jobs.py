@@ -10,6 +10,7 @@ from pathlib import Path
 
 from quichsd.daemon import keyring
 from quichsd.daemon.config import X509Files
+from quichsd.daemon.dispatch import JobRefused
 from quichsd.daemon.jobs import common
 from quichsd.daemon.jobs.common import build_credentials
 from quichsd.daemon.protocol import Job, Transport
@@ -102,7 +103,7 @@ def test_an_outcome_reports_remote_auth_only_on_success(tmp_path: Path) -> None:
 
 def test_a_refusal_carries_its_errno_and_a_keyring_failure_enokey(tmp_path: Path) -> None:
     job = _job(tmp_path, AuthMode.X509)
-    refused = common.refused(job, common.JobRefused(errno.EINVAL, "unknown auth mode 0"))
+    refused = common.refused(job, JobRefused(errno.EINVAL, "unknown auth mode 0"))
     assert (refused.status, refused.reason) == (errno.EINVAL, "unknown auth mode 0")
     lost = common.refused(job, keyring.KeyringError(errno.EKEYREVOKED, "revoked"))
     assert lost.status == errno.ENOKEY

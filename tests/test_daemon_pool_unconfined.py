@@ -26,6 +26,7 @@ class _ForkServerWithoutProcesses:
     def __init__(self) -> None:
         self.worker_ends: list[socket.socket] = []
         self.on_exit = None
+        self.alive = True
 
     def spawn(self, recycle_after: int) -> tuple[int, socket.socket]:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -33,7 +34,7 @@ class _ForkServerWithoutProcesses:
         self.worker_ends.append(theirs)
         return 4242 + len(self.worker_ends), ours
 
-    def watch(self, on_exit: object) -> None:
+    def watch(self, on_exit: object, on_gone: object = None) -> None:
         self.on_exit = on_exit
 
     def unwatch(self) -> None:

@@ -46,7 +46,12 @@ HANDSHAKE_SEND_KEY = (int(Level.HANDSHAKE), True)
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[DaemonRig]:
     rig = DaemonRig()
-    rig.write_config(both_roles_config(write_pki(tmp_path), rig, workers=WORKERS))
+    # One handshake per worker: the pool forks one more for each request held (pool.py).
+    rig.write_config(
+        both_roles_config(
+            write_pki(tmp_path), rig, workers=WORKERS, extra="handshakes_per_worker=1\n"
+        )
+    )
     with rig:
         yield rig
         print(rig.log())  # shown when the test failed

@@ -51,6 +51,7 @@ _INT_RANGES: dict[tuple[str, str], tuple[int, int]] = {
 _FLOAT_RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("quichsd", "handshake_timeout"): (0.0, 3600.0),
     ("quichsd", "shutdown_grace"): (0.0, 600.0),
+    ("quichsd", "worker_idle_timeout"): (0.0, 86400.0),
 }
 _INT_KEYS = set(_INT_RANGES)
 _FLOAT_KEYS = set(_FLOAT_RANGES)
@@ -121,11 +122,13 @@ class DaemonConfig:
     keyrings: tuple[str, ...] = ()
     client: X509Files = X509Files()
     server: X509Files = X509Files()
-    workers: int = 0  # 0: one per CPU, at least 2
+    workers: int = 0  # the most at once; 0: one per CPU, at least 2
     worker_recycle: int = 10_000
     handshakes_per_worker: int = HANDSHAKES_PER_WORKER
     handshake_timeout: float = 30.0
     shutdown_grace: float = 10.0
+    #: A worker beyond the first that held no handshake this long is retired (pool.py).
+    worker_idle_timeout: float = 30.0
     status_socket: Path = Path("/run/quichsd/status.sock")
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
@@ -310,6 +313,7 @@ def parse_config(
         ),
         handshake_timeout=_float(values, "quichsd/handshake_timeout", base.handshake_timeout),
         shutdown_grace=_float(values, "quichsd/shutdown_grace", base.shutdown_grace),
+        worker_idle_timeout=_float(values, "quichsd/worker_idle_timeout", base.worker_idle_timeout),
         status_socket=Path(str(values.get("quichsd/status_socket", base.status_socket))),
         warnings=tuple(warnings),
     )

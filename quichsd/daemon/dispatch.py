@@ -13,23 +13,32 @@ does not know or the daemon does not serve is EOPNOTSUPP.
 from __future__ import annotations
 
 import errno
+import importlib
 import socket
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from types import MappingProxyType
+from typing import TYPE_CHECKING, cast
 
-from quichsd.daemon.jobs.common import JobRefused
-from quichsd.daemon.jobs.quic import run_quic_job
-from quichsd.daemon.jobs.tcp import run_tcp_job
 from quichsd.daemon.protocol import Job, Outcome, Transport
-from quichsd.ktls.handshake import Installer
 from quichsd.netlink.constants import MessageType
 from quichsd.quic.abi import IPPROTO_QUIC
-from quichsd.quic.sockopt import QuicSocket
-from quichsd.tls import Role
+from quichsd.tls.modes import Role
+
+if TYPE_CHECKING:
+    from quichsd.ktls.handshake import Installer
+    from quichsd.quic.sockopt import QuicSocket
 
 #: A job: the request, the worker's socket for it and how the worker installs kTLS
 #: (its wiring, daemon/wiring.py) in, its Outcome out.
-JobFunction = Callable[[Job, QuicSocket, Installer], Awaitable[Outcome]]
+JobFunction = Callable[[Job, "QuicSocket", "Installer"], Awaitable[Outcome]]
+
+
+class JobRefused(Exception):
+    """The request cannot be attempted; ``errno`` is its DONE status."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.errno = code
 
 #: ACCEPT's MESSAGE_TYPE -> the role the daemon plays.
 ROLES: Mapping[int, Role] = MappingProxyType(
@@ -39,13 +48,15 @@ ROLES: Mapping[int, Role] = MappingProxyType(
 TRANSPORTS: Mapping[int, Transport] = MappingProxyType(
     {IPPROTO_QUIC: Transport.QUIC, socket.IPPROTO_TCP: Transport.TCP}
 )
-#: The dispatch table.
-JOBS: Mapping[tuple[Role, Transport], JobFunction] = MappingProxyType(
+#: The dispatch table: each job by its module and function.  Named, not imported: the
+#: parent reads the table but never runs a job, so it does not load the TLS paths
+#: (docs/startup.md); the fork server imports them for its workers.
+JOBS: Mapping[tuple[Role, Transport], str] = MappingProxyType(
     {
-        (Role.CLIENT, Transport.QUIC): run_quic_job,
-        (Role.SERVER, Transport.QUIC): run_quic_job,
-        (Role.CLIENT, Transport.TCP): run_tcp_job,
-        (Role.SERVER, Transport.TCP): run_tcp_job,
+        (Role.CLIENT, Transport.QUIC): "quichsd.daemon.jobs.quic:run_quic_job",
+        (Role.SERVER, Transport.QUIC): "quichsd.daemon.jobs.quic:run_quic_job",
+        (Role.CLIENT, Transport.TCP): "quichsd.daemon.jobs.tcp:run_tcp_job",
+        (Role.SERVER, Transport.TCP): "quichsd.daemon.jobs.tcp:run_tcp_job",
     }
 )
 #: Every transport the table serves (HandshakeService's default).
@@ -73,11 +84,9 @@ def role_of(message_type: int) -> Role:
     return role
 
 
-def job_for(
-    role: Role, transport: str, served: Collection[str] = SERVED
-) -> tuple[Transport, JobFunction]:
-    """The job for (role, transport); JobRefused(EOPNOTSUPP) for a transport the table
-    does not hold for ``role`` or that is not in ``served``."""
+def job_for(role: Role, transport: str, served: Collection[str] = SERVED) -> tuple[Transport, str]:
+    """The job for (role, transport), by name; JobRefused(EOPNOTSUPP) for a transport
+    the table does not hold for ``role`` or that is not in ``served``."""
     try:
         kind = Transport(transport)
     except ValueError:
@@ -86,3 +95,9 @@ def job_for(
     if job is None or kind not in served:
         raise JobRefused(errno.EOPNOTSUPP, f"{kind} not served")
     return kind, job
+
+
+def job_function(name: str) -> JobFunction:
+    """The function a table entry names (in a worker, where it is already imported)."""
+    module, _, function = name.partition(":")
+    return cast("JobFunction", getattr(importlib.import_module(module), function))

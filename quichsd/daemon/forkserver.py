@@ -5,8 +5,14 @@
 status socket and before its event loop runs.  So a worker, forked from it,
 inherits none of those fds, no running loop and no libsystemd state -- nothing
 needs closing after the fork and no private asyncio call resets anything.
-Whatever the parent makes before ``ForkServer.start()`` (modules imported, a
-shared anonymous mapping) every worker has.
+
+What only workers need (the handshake code, GnuTLS, the TCP path: ``PRELOAD``)
+the fork server imports itself when the parent first asks for a worker, which
+the parent does once it has joined the netlink group and reported READY=1: no
+worker's import delays the parent or competes with it for a CPU before then
+(docs/startup.md), and the parent never holds those modules.  The ``setup``
+callable it runs next makes what every worker must share (the 0-RTT
+anti-replay store's shared mapping).  Then it forks that first worker.
 
 The parent talks to it over one SOCK_SEQPACKET pair with the workers' framed
 channel (daemon/channel.py), JSON messages:
@@ -47,23 +53,30 @@ from quichsd.daemon.privilege import (
     name_process,
 )
 from quichsd.daemon.protocol import ChannelError, Reassembler
-from quichsd.daemon.worker import ignore_daemon_signals, worker_main
 
 if TYPE_CHECKING:
     from quichsd.daemon.wiring import Wiring
 
 log = logging.getLogger("quichsd.forkserver")
 
-#: Imported before the fork server forks so that every worker inherits it: workers would
-#: import a job's path (the TCP one: ~0.3 s under QEMU TCG) on their first job otherwise.
-#: The dispatch table imports every job.
-PRELOAD = ("quichsd.daemon.dispatch", "quichsd.daemon._privilege")
-#: How long ``spawn`` waits for the fork server's answer.
+#: Imported by the fork server before it forks a worker, so that every worker inherits
+#: them: the worker's entry and the dispatch table's jobs, which workers would import
+#: on their first job otherwise (the TCP one: ~0.3 s under QEMU TCG), and seccomp.
+PRELOAD = (
+    "quichsd.daemon.worker",
+    "quichsd.daemon.jobs.quic",
+    "quichsd.daemon.jobs.tcp",
+    "quichsd.daemon._privilege",
+)
+#: How long ``spawn`` waits for the fork server's answer; the first answer waits for its
+#: imports (``PRELOAD``), seconds under QEMU TCG.
 SPAWN_WAIT = 10.0
+FIRST_SPAWN_WAIT = 60.0
 #: How long the fork server, told to stop, waits for its workers before killing them.
 STOP_WAIT = 2.0
 
 ExitCallback = Callable[[int, str, int], None]
+GoneCallback = Callable[[str], None]
 
 
 class ForkServerGone(OSError):
@@ -79,19 +92,29 @@ class ForkServer:
         self._assembler = Reassembler()
         self._pending: list[int] = []
         self._on_exit: ExitCallback | None = None
+        self._on_gone: GoneCallback | None = None
         self._watched = False
+        self._answered = False
+        #: False once its end of the control socket is closed (it died, or was closed).
+        self.alive = True
 
     @classmethod
-    def start(cls, wiring: Wiring, preload: Iterable[str] = PRELOAD) -> ForkServer:
+    def start(
+        cls,
+        wiring: Wiring,
+        preload: Iterable[str] = PRELOAD,
+        setup: Callable[[], object] | None = None,
+    ) -> ForkServer:
         """Forks the fork server; call it before opening anything a worker must not hold.
-        Its workers run against ``wiring`` (daemon/wiring.py)."""
-        for name in preload:
-            importlib.import_module(name)
+
+        The fork server imports ``preload`` and calls ``setup`` when asked for its first
+        worker (the answer to that first ``spawn`` waits for them).  Its workers run
+        against ``wiring`` (daemon/wiring.py)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
             ours.close()
-            _serve(theirs, wiring)
+            _serve(theirs, wiring, tuple(preload), setup)
         theirs.close()
         ours.setblocking(False)
         return cls(pid, ours)
@@ -99,7 +122,7 @@ class ForkServer:
     def spawn(self, recycle_after: int) -> tuple[int, socket.socket]:
         """A new worker: its pid and the parent's end of its channel (non-blocking)."""
         self._send({"spawn": recycle_after})
-        deadline = time.monotonic() + SPAWN_WAIT
+        deadline = time.monotonic() + (SPAWN_WAIT if self._answered else FIRST_SPAWN_WAIT)
         while True:
             for message, fds in self._receive():
                 if "failed" in message:
@@ -109,6 +132,7 @@ class ForkServer:
                         raise ForkServerGone(0, "the fork server sent a worker without its channel")
                     channel = socket.socket(fileno=fds[0])
                     channel.setblocking(False)
+                    self._answered = True
                     return int(message["spawned"]), channel
             left = deadline - time.monotonic()
             poller = select.poll()
@@ -121,9 +145,11 @@ class ForkServer:
         with contextlib.suppress(OSError):
             self._send({"kill": pid})
 
-    def watch(self, on_exit: ExitCallback) -> None:
-        """Reports each worker's end to ``on_exit(pid, how, code)`` from the running loop."""
+    def watch(self, on_exit: ExitCallback, on_gone: GoneCallback | None = None) -> None:
+        """Reports each worker's end to ``on_exit(pid, how, code)`` from the running loop,
+        and the fork server's own end, once, to ``on_gone(why)``."""
         self._on_exit = on_exit
+        self._on_gone = on_gone
         if not self._watched:
             asyncio.get_running_loop().add_reader(self.control.fileno(), self._readable)
             self._watched = True
@@ -136,6 +162,7 @@ class ForkServer:
 
     def close(self, wait: float = STOP_WAIT + 1.0) -> None:
         """Ends the fork server (and so, at last, the workers left) and reaps it."""
+        self.alive = False
         self.control.close()
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
@@ -183,7 +210,32 @@ class ForkServer:
                     os.close(fd)
         except ForkServerGone as exc:
             self.unwatch()
-            log.error("%s: no worker can be replaced", exc)
+            if not self.alive:
+                return  # already reported (gone_reason)
+            reason = self.gone_reason(exc)
+            if self._on_gone is not None:
+                self._on_gone(reason)
+            else:
+                log.error("%s", reason)
+
+    def gone_reason(self, exc: ForkServerGone) -> str:
+        """One line for its end (its pid, and how it ended once it can be reaped); from
+        here on it counts as gone."""
+        self.alive = False
+        return f"{exc.strerror} (pid {self.pid}{self._how_it_ended()}): no worker can be forked"
+
+    def _how_it_ended(self) -> str:
+        """``, killed by SIGKILL`` once it can be reaped (shortly after its socket's EOF)."""
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return ""
+            if pid:
+                return f", {describe(status)[0]}"
+            time.sleep(0.01)
+        return ""
 
 
 def describe(status: int) -> tuple[str, int]:
@@ -201,7 +253,22 @@ def describe(status: int) -> tuple[str, int]:
 # -- the fork server process ---------------------------------------------------------
 
 
-def _serve(control: socket.socket, wiring: Wiring) -> NoReturn:
+def ignore_daemon_signals() -> None:
+    """The parent decides when workers (and the fork server) stop: it closes their
+    channels, or has one killed.  Signals meant for the daemon that reach its whole
+    process group -- Ctrl-C, a terminal hangup, systemd's SIGTERM to every process of
+    the unit (KillMode=control-group, the default) -- must not end handshakes the parent
+    is draining.  Workers inherit these dispositions across the fork."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _serve(
+    control: socket.socket,
+    wiring: Wiring,
+    preload: tuple[str, ...],
+    setup: Callable[[], object] | None,
+) -> NoReturn:
     """The fork server process (never returns)."""
     code = 0
     try:
@@ -214,7 +281,7 @@ def _serve(control: socket.socket, wiring: Wiring) -> NoReturn:
                 f"quichsd: the fork server cannot drop privileges: {exc.strerror}", file=sys.stderr
             )
             os._exit(EXIT_UNCONFINED)
-        _Server(control, wiring).run()
+        _Server(control, wiring, preload, setup).run()
     except BaseException:
         traceback.print_exc()
         code = 1
@@ -224,7 +291,13 @@ def _serve(control: socket.socket, wiring: Wiring) -> NoReturn:
 class _Server:
     """Forks workers on demand, reaps them through their pidfds, reports each end."""
 
-    def __init__(self, control: socket.socket, wiring: Wiring) -> None:
+    def __init__(
+        self,
+        control: socket.socket,
+        wiring: Wiring,
+        preload: tuple[str, ...],
+        setup: Callable[[], object] | None,
+    ) -> None:
         control.setblocking(False)
         self.wiring = wiring
         self.control = control
@@ -232,6 +305,11 @@ class _Server:
         self.poller.register(control, select.POLLIN)
         self.children: dict[int, int] = {}  # pidfd -> pid
         self.assembler = Reassembler()
+        #: Done before the first worker (see the module's docstring); None once done.
+        self._prepare: tuple[tuple[str, ...], Callable[[], object] | None] | None = (
+            preload,
+            setup,
+        )
 
     def run(self) -> None:
         """Until the parent closes its end; then waits for the workers (bounded)."""
@@ -264,6 +342,13 @@ class _Server:
         return not gone
 
     def _spawn(self, recycle_after: int) -> None:
+        if self._prepare is not None:
+            preload, setup = self._prepare
+            self._prepare = None
+            for name in preload:
+                importlib.import_module(name)  # an ImportError ends the fork server
+            if setup is not None:
+                setup()
         try:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         except OSError as exc:
@@ -276,6 +361,8 @@ class _Server:
                 self._tell({"failed": f"fork: {exc.strerror}"})
                 return
             if pid == 0:
+                from quichsd.daemon.worker import worker_main  # preloaded: no import now
+
                 # The worker keeps its channel and stdio, nothing else.
                 self.control.close()
                 theirs.close()

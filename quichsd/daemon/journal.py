@@ -39,8 +39,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from quichsd.tls.config import AuthMode
 from quichsd.tls.levels import CIPHER_SUITE_NAMES
+from quichsd.tls.modes import AuthMode
 
 JOURNAL_SOCKET = Path("/run/systemd/journal/socket")
 SYSLOG_SOCKET = Path("/dev/log")

@@ -30,7 +30,6 @@ from quichsd.daemon.status import DEFAULT_SOCKET, StatusServer
 from quichsd.daemon.wiring import KERNEL, Wiring
 from quichsd.netlink import FamilyUnavailable
 from quichsd.netlink import trace as netlink_trace
-from quichsd.quic.driver import share_anti_replay
 from quichsd.tls import debuglog, gnutls_version
 
 log = logging.getLogger("quichsd")
@@ -67,7 +66,8 @@ def apply_debug(config: DaemonConfig) -> None:
 
 
 def default_workers(config: DaemonConfig) -> int:
-    """The configured count, else one per CPU (at least 2, at most ``MAX_WORKERS``: the
+    """The most workers at once (the pool starts with one, daemon/pool.py): the configured
+    count, else one per CPU (at least 2, at most ``MAX_WORKERS``: the
     unit's LimitNOFILE= is sized for that many, systemd/quichsd.service)."""
     return config.workers or min(MAX_WORKERS, max(2, os.cpu_count() or 2))
 
@@ -98,11 +98,11 @@ def serve(options: ServeOptions, wiring: Wiring = KERNEL) -> int:
         return EXIT_CONFIG
     # First, while this process holds nothing a worker must not have: no journal or syslog
     # socket, no netlink socket, no event loop (daemon/forkserver.py).  Whatever every
-    # worker must share (a shared mapping, the wiring's socket opener) is made before it.
-    # One 0-RTT anti-replay store for the whole daemon (docs/ARCHITECTURE.md): its shared
-    # mapping and its lock's fd reach every worker, replacements included.
-    share_anti_replay()
-    forkserver = ForkServer.start(wiring)
+    # worker must share the fork server makes itself: it imports what workers need and
+    # makes the 0-RTT anti-replay store when first asked for a worker, after this process
+    # has joined the group, so nothing of a worker's delays the join or READY=1
+    # (docs/startup.md).
+    forkserver = ForkServer.start(wiring, setup=_share_with_workers)
     try:
         # The parent needs only CAP_NET_ADMIN (the handshake family's ACCEPT and DONE);
         # CAP_SETPCAP, in the unit's bounding set for the workers, goes now.
@@ -160,6 +160,15 @@ def _serve(
         return EXIT_UNCONFINED
     log.info("shutting down")
     return EXIT_OK
+
+
+def _share_with_workers() -> None:
+    """What the fork server makes, after its imports, for every worker it forks."""
+    from quichsd.quic.driver import share_anti_replay
+
+    # One 0-RTT anti-replay store for the whole daemon (docs/ARCHITECTURE.md): its shared
+    # mapping and its lock's fd reach every worker, replacements included.
+    share_anti_replay()
 
 
 async def _run(service: HandshakeService, options: ServeOptions) -> None:

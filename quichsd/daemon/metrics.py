@@ -19,8 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client.utils import floatToGoString
-
 #: Handshake latency buckets (seconds): a loopback handshake takes milliseconds, a
 #: handshake over a slow path or with an OCSP-less long chain some hundreds, a stuck
 #: one runs into the timeout (30 s by default).
@@ -53,7 +51,11 @@ def status_name(status: int) -> str:
 
 
 def _le(bound: float) -> str:
-    """A bucket bound as OpenMetrics writes ``le`` (prometheus_client's Go-style %g)."""
+    """A bucket bound as OpenMetrics writes ``le`` (prometheus_client's Go-style %g).
+
+    Imported here, on the first status query, not before the daemon joins the group."""
+    from prometheus_client.utils import floatToGoString
+
     text: str = floatToGoString(bound)  # type: ignore[no-untyped-call]
     return text
 

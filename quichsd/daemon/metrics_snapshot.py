@@ -69,6 +69,7 @@ def snapshot(service: ServiceView, *, versions: Mapping[str, str] | None = None)
             "spawned": spawned,
             "deaths": deaths,
             "recycled": int(recycled),
+            "shrunk": int(getattr(pool, "shrunk", 0)),
         },
         **metrics.as_dict(),
     }

@@ -8,9 +8,9 @@ the same by hand.
 
 ``Lifecycle`` drives it for a ``HandshakeService``:
 
-* ``READY=1`` once the service has joined the netlink group and forked its
-  workers (the service calls ``ready()`` from ``run()``), with a first
-  ``STATUS=``;
+* ``READY=1`` once the service has joined the netlink group and watches it,
+  before its first worker is forked (the service calls ``ready()`` from
+  ``run()``; docs/startup.md), with a first ``STATUS=``;
 * ``STATUS=`` with live counts (in flight, done, failed, workers) every
   ``status_interval`` seconds when they changed;
 * ``WATCHDOG=1`` every ``WatchdogSec/2`` when systemd set ``WATCHDOG_USEC``

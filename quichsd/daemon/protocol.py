@@ -27,8 +27,8 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from quichsd.daemon.config import DaemonConfig, X509Files
-from quichsd.tls.config import AuthMode, Role
 from quichsd.tls.levels import Cipher
+from quichsd.tls.modes import AuthMode, Role
 
 
 class Transport(StrEnum):

@@ -32,10 +32,9 @@ from typing import Protocol
 
 from quichsd.daemon import journal
 from quichsd.daemon.config import DaemonConfig
-from quichsd.daemon.dispatch import SERVED, job_for, role_of
+from quichsd.daemon.dispatch import SERVED, JobRefused, job_for, role_of
 from quichsd.daemon.dispatch import transport_of as transport_of  # the default probe
 from quichsd.daemon.forkserver import ForkServer
-from quichsd.daemon.jobs.common import JobRefused
 from quichsd.daemon.metrics import Metrics
 from quichsd.daemon.pool import WorkerPool
 from quichsd.daemon.protocol import Job, MessageTooLarge, Outcome, x509_files_for
@@ -120,12 +119,13 @@ class HandshakeService:
             forkserver=forkserver,
             on_fatal=self._fatal,
             fork_per_request=fork_per_request,
+            idle_timeout=config.worker_idle_timeout,
         )
         self.inflight: dict[int, InFlight] = {}
         self.counters = Counters()
         self.statuses: Counter[int] = Counter()
         self.metrics = Metrics()
-        #: Called once run() has started the pool and watches the netlink socket (READY=1).
+        #: Called once run() watches the netlink socket, before the first worker (READY=1).
         self.on_started: list[Callable[[], None]] = []
         #: Called once when a stop is first requested (STOPPING=1).
         self.on_stopping: list[Callable[[], None]] = []
@@ -147,11 +147,14 @@ class HandshakeService:
         """Serves until ``request_stop()`` (or SIGTERM/SIGINT), then drains."""
         loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
-        self.pool.start()
         loop.add_reader(self.family.fileno(), self._on_netlink)
-        loop.call_soon(self._on_netlink)  # READYs already buffered by start-up requests
+        # READY=1 first: the group is joined, so the kernel queues requests for us from
+        # now on (docs/startup.md); the first worker, whose fork waits for the fork
+        # server's imports, must not hold back what is ordered after the service.
         for started in self.on_started:
             started()
+        self.pool.start()
+        loop.call_soon(self._on_netlink)  # READYs already buffered by start-up requests
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
@@ -191,6 +194,7 @@ class HandshakeService:
         self.generation += 1
         if self._concurrency is None:
             self.pool.concurrency = config.handshakes_per_worker
+        self.pool.idle_timeout = config.worker_idle_timeout
         self.metrics.reloaded()
 
     async def _drain(self, grace: float) -> None:

@@ -33,11 +33,13 @@ import stat
 import struct
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quichsd.daemon.config import DaemonConfig
 from quichsd.daemon.metrics import Snapshot
-from quichsd.daemon.metrics_openmetrics import expose, registry_for
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import CollectorRegistry
 
 log = logging.getLogger("quichsd")
 
@@ -125,7 +127,9 @@ class StatusServer:
     def __init__(self, path: Path, snapshot: Callable[[], Snapshot]) -> None:
         self.path = path
         self._snapshot = snapshot
-        self._registry = registry_for(snapshot)
+        #: Made on the first OpenMetrics request: prometheus_client is not imported
+        #: before the daemon joins the group (docs/startup.md).
+        self._registry: CollectorRegistry | None = None
         self._server: asyncio.AbstractServer | None = None
         self._inode: int | None = None
         self.served = 0
@@ -174,6 +178,10 @@ class StatusServer:
 
     def answer(self, request: str) -> str:
         if request == "openmetrics":
+            from quichsd.daemon.metrics_openmetrics import expose, registry_for
+
+            if self._registry is None:
+                self._registry = registry_for(self._snapshot)
             return expose(self._registry)
         if request == "json":
             return json.dumps(self._snapshot(), sort_keys=True) + "\n"

@@ -11,15 +11,18 @@ only wiring ``quichsd serve`` uses; ``quichsd.userspace.serve`` builds the model
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from quichsd.daemon.dispatch import transport_of
-from quichsd.daemon.handler import open_kernel_socket
-from quichsd.ktls.handshake import Installer
-from quichsd.ktls.install import install_ktls
 from quichsd.netlink import HandshakeFamily
-from quichsd.quic.sockopt import QuicSocket
+
+if TYPE_CHECKING:
+    from quichsd.ktls.handshake import Installer
+    from quichsd.ktls.install import InstallReport, KtlsMaterial, SockoptTarget
+    from quichsd.quic.sockopt import QuicSocket
 
 
 @dataclass(frozen=True)
@@ -41,9 +44,21 @@ def _open_kernel_family() -> HandshakeFamily:
     return HandshakeFamily.open_kernel(join=True)
 
 
+def _open_kernel_socket(fd: int) -> QuicSocket:
+    """A socket object over the worker's copy of the fd (closed by the caller)."""
+    return socket.socket(fileno=fd)
+
+
+def _install_ktls(sock: SockoptTarget, material: KtlsMaterial) -> InstallReport:
+    # Imported in the worker (the fork server preloads it), never in the parent.
+    from quichsd.ktls.install import install_ktls
+
+    return install_ktls(sock, material)
+
+
 KERNEL = Wiring(
     open_family=_open_kernel_family,
-    open_quic_socket=open_kernel_socket,
+    open_quic_socket=_open_kernel_socket,
     transport_of=transport_of,
-    install_ktls=install_ktls,
+    install_ktls=_install_ktls,
 )

@@ -15,7 +15,6 @@ import asyncio
 import errno
 import logging
 import os
-import signal
 import socket
 import sys
 import traceback
@@ -38,16 +37,6 @@ if TYPE_CHECKING:
     from quichsd.daemon.wiring import Wiring
 
 log = logging.getLogger("quichsd")
-
-
-def ignore_daemon_signals() -> None:
-    """The parent decides when workers (and the fork server) stop: it closes their
-    channels, or has one killed.  Signals meant for the daemon that reach its whole
-    process group -- Ctrl-C, a terminal hangup, systemd's SIGTERM to every process of
-    the unit (KillMode=control-group, the default) -- must not end handshakes the parent
-    is draining."""
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
-        signal.signal(sig, signal.SIG_IGN)
 
 
 def worker_main(channel: socket.socket, recycle_after: int, wiring: Wiring) -> NoReturn:

@@ -12,7 +12,7 @@ from typing import Final
 
 # Authentication mode requested by the kernel consumer (docs/kernel-abi.md §COMMANDS):
 # the engine's own enum, defined once in the TLS configuration it selects.
-from quichsd.tls.config import AuthMode as AuthMode
+from quichsd.tls.modes import AuthMode as AuthMode
 
 FAMILY_NAME: Final = "handshake"
 FAMILY_VERSION: Final = 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass, field
-from enum import IntEnum, StrEnum
+from enum import IntEnum
 
 from quichsd.tls.binding import (
     AntiReplay,
@@ -15,25 +15,8 @@ from quichsd.tls.binding import (
     TlsSetupError,
 )
 from quichsd.tls.levels import CIPHER_PRIORITY_NAMES
-
-
-class Role(StrEnum):
-    """The side a handshake plays; its value is how logs, metrics and the worker
-    channel name it."""
-
-    CLIENT = "client"
-    SERVER = "server"
-
-
-class AuthMode(IntEnum):
-    """``enum handshake_auth`` numbers, as the kernel sends them in ACCEPT (the one
-    definition: the netlink codec and the daemon import it from here).  UNSPEC is
-    what a request without the attribute carries; no handshake runs with it."""
-
-    UNSPEC = 0
-    UNAUTH = 1
-    PSK = 2
-    X509 = 3
+from quichsd.tls.modes import AuthMode as AuthMode
+from quichsd.tls.modes import Role as Role
 
 
 class CertificateRequest(IntEnum):

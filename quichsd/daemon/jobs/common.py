@@ -16,21 +16,13 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from quichsd.daemon import keyring
+from quichsd.daemon.dispatch import JobRefused
 from quichsd.daemon.identities import peer_subject, remote_auth
 from quichsd.daemon.protocol import Job, Outcome
 from quichsd.quic.driver import Credentials
 from quichsd.tls import AuthMode, CertificateCredentials, PskClientCredentials, Role
 from quichsd.tls.binding import TlsSetupError
 from quichsd.tls.levels import Cipher
-
-
-class JobRefused(Exception):
-    """The request cannot be attempted; ``errno`` is its DONE status."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.errno = code
-
 
 #: One entry per kind of credentials (role, own chain or not): (the configuration
 #: generation and file state they were built from, the credentials).  A reload or a

@@ -5,8 +5,8 @@ socket (quic/driver.py through quic/aio.py), an Outcome."""
 from __future__ import annotations
 
 from quichsd.daemon import keyring
+from quichsd.daemon.dispatch import JobRefused
 from quichsd.daemon.jobs.common import (
-    JobRefused,
     build_credentials,
     finished,
     job_credentials,

@@ -21,8 +21,8 @@ import errno
 import socket
 
 from quichsd.daemon import keyring
+from quichsd.daemon.dispatch import JobRefused
 from quichsd.daemon.jobs.common import (
-    JobRefused,
     build_credentials,
     finished,
     job_credentials,
