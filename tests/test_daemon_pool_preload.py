@@ -117,3 +117,19 @@ def test_the_parent_does_not_load_what_only_workers_run() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_workers_load_no_second_x509_library() -> None:
+    """What the fork server preloads for its workers reads certificates through GnuTLS
+    alone: cryptography (about 10 MiB per process family) stays out of the daemon."""
+    probe = (
+        "import importlib, sys\n"
+        "from quichsd.daemon.forkserver import PRELOAD\n"
+        "for name in PRELOAD: importlib.import_module(name)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'cryptography'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from cryptography import x509
-
 from quichsd.daemon import keyring
 from quichsd.daemon.protocol import Job
 from quichsd.netlink.constants import REMOTE_AUTH_MUTUAL
 from quichsd.tls import AuthMode, Role
+from quichsd.tls.binding import TlsSetupError, certificate_subject
 
 #: REMOTE_AUTH marker for "the client authenticated with a certificate" (tlshd's -1).
 MUTUAL_AUTH_MARKER: Final = REMOTE_AUTH_MUTUAL
@@ -55,6 +54,6 @@ def peer_subject(peer_certificates: Sequence[bytes], psk_identity: bytes | None)
     if not peer_certificates:
         return None
     try:
-        return x509.load_der_x509_certificate(peer_certificates[0]).subject.rfc4514_string()
-    except ValueError:
+        return certificate_subject(peer_certificates[0])
+    except TlsSetupError:
         return "<unparsable certificate>"

@@ -8,6 +8,8 @@ model's, ``quichsd.userspace.family_channel``). Encoding and
 decoding use pyroute2's message classes (``messages``).
 """
 
+# First: pyroute2's message classes without the rest of pyroute2 (codec_import.py).
+from . import codec_import  # noqa: F401
 from .channel import Channel, KernelChannel
 from .constants import AuthMode, Command, HandlerClass, MessageType
 from .errors import (

@@ -210,6 +210,9 @@ typedef int gnutls_verify_output_function(gnutls_x509_crt_t cert, gnutls_x509_cr
 #define GNUTLS_TL_GET_COPY ...
 int gnutls_x509_crt_list_import2(gnutls_x509_crt_t **certs, unsigned int *size, const gnutls_datum_t *data, int format, unsigned int flags);
 void gnutls_x509_crt_deinit(gnutls_x509_crt_t cert);
+int gnutls_x509_crt_init(gnutls_x509_crt_t *cert);
+int gnutls_x509_crt_import(gnutls_x509_crt_t cert, const gnutls_datum_t *data, int format);
+int gnutls_x509_crt_get_dn3(gnutls_x509_crt_t crt, gnutls_datum_t *dn, unsigned flags);
 int gnutls_x509_crt_export2(gnutls_x509_crt_t cert, int format, gnutls_datum_t *out);
 void gnutls_certificate_get_trust_list(gnutls_certificate_credentials_t res, gnutls_x509_trust_list_t *tlist);
 int gnutls_x509_trust_list_verify_crt2(gnutls_x509_trust_list_t list, gnutls_x509_crt_t *cert_list, unsigned int cert_list_size, gnutls_typed_vdata_st *data, unsigned int elements, unsigned int flags, unsigned int *voutput, gnutls_verify_output_function func);

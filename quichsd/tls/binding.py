@@ -40,6 +40,21 @@ def gnutls_version() -> str:
     return str(ffi.string(lib.gnutls_check_version(ffi.NULL)).decode())
 
 
+def certificate_subject(der: bytes) -> str:
+    """A DER certificate's subject as an RFC 4514 string, by GnuTLS (which the worker has
+    loaded anyway): no second X.509 library in the daemon's processes."""
+    holder = ffi.new("gnutls_x509_crt_t *")
+    check(lib.gnutls_x509_crt_init(holder), "initialising a certificate")
+    crt = ffi.gc(holder[0], lib.gnutls_x509_crt_deinit)
+    check(lib.gnutls_x509_crt_import(crt, _datum(der), lib.GNUTLS_X509_FMT_DER), "parsing")
+    dn = ffi.new("gnutls_datum_t *")
+    check(lib.gnutls_x509_crt_get_dn3(crt, dn, 0), "reading the subject")
+    try:
+        return bytes(ffi.buffer(dn.data, dn.size)).decode(errors="replace")
+    finally:
+        lib.qd_free(dn.data)
+
+
 def check(rc: int, step: str) -> int:
     if rc < 0:
         raise TlsSetupError(step, rc)
