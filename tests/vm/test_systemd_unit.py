@@ -41,7 +41,7 @@ def test_start_waits_for_ready_and_reports_status(unit: ScenarioResult) -> None:
     assert facts.get("start_rc") == "0", unit.describe()
     assert facts["active_state"] == "active/running"
     # STATUS= as sent once the group was joined and the workers forked
-    ready = r"serving: 0 in flight, 0 done, 0 failed; \d+ workers"
+    ready = r"serving: 0 in flight, 0 done, 0 failed; \d+ workers?"
     assert re.fullmatch(ready, facts["status_ready"])
     assert facts["watchdog_usec"] == "30s"
 
@@ -74,7 +74,7 @@ def test_workers_hold_no_privilege(unit: ScenarioResult, when: str) -> None:
     """Before and after the handshakes they served: no capability, no_new_privs, and their
     own seccomp filter (Seccomp 2)."""
     workers = _workers(unit.facts.get(when, ""))
-    assert len(workers) >= 2, unit.describe()
+    assert len(workers) >= 1, unit.describe()  # one at idle: the pool grows with load
     for pid, fields in workers.items():
         caps = {k: fields[k] for k in ("CapEff", "CapPrm", "CapBnd", "CapAmb")}
         assert caps == dict.fromkeys(caps, NO_CAPABILITIES), (pid, fields)
@@ -107,7 +107,7 @@ def test_psk_never_reaches_the_journal(unit: ScenarioResult) -> None:
 def test_status_counts_the_served_handshakes(unit: ScenarioResult) -> None:
     facts = unit.facts
     dones = int(facts["trace_dones"])
-    served = rf"serving: 0 in flight, {dones} done, 0 failed; \d+ workers"
+    served = rf"serving: 0 in flight, {dones} done, 0 failed; \d+ workers?"
     assert re.fullmatch(served, facts.get("status_served", "")), unit.describe()
     assert facts["status_rc"] == "0"
     assert re.search(rf"^\s+{dones}\s+{dones}\s+0\s+0\s+0$", unit.output, re.MULTILINE), (
