@@ -14,6 +14,7 @@ then ``python -m pstats DIR/PID.prof`` (or ``bench/profile_agent.py --report DIR
 from __future__ import annotations
 
 import cProfile
+import marshal
 import os
 import pstats
 import sys
@@ -33,6 +34,11 @@ def report(folder: Path, top: int = 25) -> None:
         stats.sort_stats("cumulative").print_stats(top)
 
 
+def _open_stats(folder: Path) -> int:
+    """``folder/PID.prof`` for this process (pstats reads a marshalled stats dict)."""
+    return os.open(folder / f"{os.getpid()}.prof", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+
+
 def run(folder: Path, argv: list[str]) -> int:
     from quichsd.cli import main
     from quichsd.daemon import pool, service, worker  # noqa: F401  (imported before profiling)
@@ -40,10 +46,15 @@ def run(folder: Path, argv: list[str]) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     profile = cProfile.Profile()
     real_exit = os._exit
+    #: The stats file, opened when the process starts: a worker may not open files for
+    #: writing once it has confined itself (daemon/privilege.py), but it may write to fds.
+    out = [_open_stats(folder)]
 
     def dump() -> None:
         profile.disable()
-        profile.dump_stats(str(folder / f"{os.getpid()}.prof"))
+        profile.create_stats()
+        os.write(out[0], marshal.dumps(profile.stats))  # type: ignore[attr-defined]
+        os.close(out[0])
 
     def exit_after_dump(code: int) -> None:
         dump()
@@ -52,6 +63,8 @@ def run(folder: Path, argv: list[str]) -> int:
     def restart_in_child() -> None:
         profile.disable()
         profile.clear()
+        os.close(out[0])
+        out[0] = _open_stats(folder)
         profile.enable()
 
     os._exit = exit_after_dump  # type: ignore[assignment]

@@ -114,7 +114,7 @@ while [ "$r" -le "$ROUNDS" ]; do
     if [ $((r % 2)) = 1 ]; then order="tlshd quichsd"; else order="quichsd tlshd"; fi
     for name in $order; do
         vm_step "round $r: $name"
-        if [ "$name" = tlshd ]; then AGENT=tlshd; else AGENT=$QUICHSD; fi
+        if [ "$name" = tlshd ]; then AGENT=$TLSHD; else AGENT=$QUICHSD; fi
         agent_start "$OUT/agent.conf" "$OUT/$r-$name.log" || die "$name did not start"
         fact "join_${r}_$name" "${AGENT_EXEC_JOIN_S:--} $AGENT_JOIN_S"
         burst "$r" "$name" warmup 1 1
@@ -250,6 +250,15 @@ class Totals:
         return sum(self.accepts[m] for m in modes) / seconds if seconds else 0.0
 
 
+def _filled(command: str, work: Path) -> str:
+    """An agent's command line with ``{work}``, ``{repo}`` and ``{venv}`` filled in."""
+    return (
+        command.replace("{work}", str(work))
+        .replace("{repo}", str(REPO))
+        .replace("{venv}", sid_venv())
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -275,6 +284,14 @@ def main() -> int:
         "'sid' runs it in the sid chroot; e.g. to "
         "add --fork-per-request, or to run under bench/profile_agent.py",
     )
+    parser.add_argument(
+        "--against",
+        default="tlshd",
+        metavar="CMD",
+        help="what runs in tlshd's place (default: tlshd), a command line as for --quichsd: "
+        "e.g. another checkout's quichsd, for an A/B of two versions in one boot (the "
+        "output still says tlshd for it)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print the guest's output")
     args = parser.parse_args()
     start_load, busy = load_line("start")
@@ -297,9 +314,8 @@ def main() -> int:
         "PAR": str(args.par),
         "THREADS": str(args.threads),
         "QUEUES": str(args.queues),
-        "QUICHSD": quichsd.replace("{work}", str(work))
-        .replace("{repo}", str(REPO))
-        .replace("{venv}", sid_venv()),
+        "QUICHSD": _filled(quichsd, work),
+        "TLSHD": _filled(args.against, work),
     }
     for land in USERLANDS:
         print(f"host, quichsd serve on the {land} userland: {host_startup(land)}", flush=True)

@@ -272,6 +272,39 @@ def test_sha384_psk_on_sha256_binders_is_logged_once_per_identity(
     assert all(key.hex() not in r.getMessage() for r in caplog.records)
 
 
+def _lookups_per_handshake(key_length: int) -> int:
+    identity = b"NVMe0R01 nqn.host nqn.count"
+    key = os.urandom(key_length)
+    asked: list[bytes] = []
+
+    def lookup(name: bytes) -> bytes | None:
+        asked.append(name)
+        return key if name == identity else None
+
+    with loopback_pair() as (c, s):
+        rc, rs = handshake_pair(
+            c, s, psk_client(identity, key), TcpCredentials(AuthMode.PSK, psk_lookup=lookup)
+        )
+    assert rc.ok and rs.ok, (rc.reason, rs.reason)
+    assert set(asked) == {identity}
+    return len(asked)
+
+
+@pytest.mark.skipif(psk_binder_hash_supported(), reason="GnuTLS >= 3.8.11: the other branch ran")
+@pytest.mark.parametrize("key_length", [32, 48])
+def test_gnutls_before_3_8_11_asks_for_a_psk_once(key_length: int) -> None:
+    assert _lookups_per_handshake(key_length) == 1
+
+
+@pytest.mark.skipif(
+    not psk_binder_hash_supported(), reason="GnuTLS < 3.8.11: the other branch ran"
+)
+@pytest.mark.parametrize("key_length", [32, 48])
+def test_gnutls_3_8_11_asks_for_a_psk_once_per_binder_hash(key_length: int) -> None:
+    # What daemon/jobs/common.py's lookup keeps its first answer for: a keyring search each.
+    assert _lookups_per_handshake(key_length) == 2
+
+
 def test_nvme_identity_with_unknown_hash_is_eio_without_handshake() -> None:
     async def run() -> tuple[int, str]:
         with loopback_pair() as (c, _s):

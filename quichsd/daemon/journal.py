@@ -393,5 +393,10 @@ def level_for(loglevel: int) -> int:
 
 
 def set_level(level: int) -> None:
-    """The ``quichsd`` logger's level (``[debug] loglevel`` after a reload)."""
-    logging.getLogger("quichsd").setLevel(level)
+    """The ``quichsd`` logger's level (``[debug] loglevel`` after a reload).
+
+    A worker calls this for every job: ``setLevel`` empties the cache of every logger
+    under the module lock, so it runs only when the level changes."""
+    logger = logging.getLogger("quichsd")
+    if logger.level != level:
+        logger.setLevel(level)

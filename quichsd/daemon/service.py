@@ -80,6 +80,10 @@ class InFlight:
     address: str | None = None
 
 
+#: ``_log_handshake``'s arguments, for a record logged after the next ACCEPTs.
+_Unlogged = tuple[InFlight, int, str, Outcome | None, float]
+
+
 @dataclass
 class Counters:
     accepted: int = 0
@@ -337,10 +341,19 @@ class HandshakeService:
     # -- outcomes ----------------------------------------------------------------------
 
     def _on_outcome(self, outcome: Outcome) -> None:
-        self._complete(
-            outcome.request_id, outcome.status, outcome.remote_auth, outcome.reason, outcome
+        # DONE, then the next ACCEPTs, then the log record: a request waiting in the
+        # kernel does not wait for the previous one's log line.
+        unlogged = self._complete(
+            outcome.request_id,
+            outcome.status,
+            outcome.remote_auth,
+            outcome.reason,
+            outcome,
+            log_now=False,
         )
         self._pump()
+        if unlogged is not None:
+            _log_handshake(*unlogged)
 
     def _on_loss(self, request_ids: list[int], reason: str) -> None:
         for request_id in request_ids:
@@ -376,11 +389,16 @@ class HandshakeService:
         remote_auth: Sequence[int] = (),
         reason: str = "",
         outcome: Outcome | None = None,
-    ) -> None:
+        *,
+        log_now: bool = True,
+    ) -> _Unlogged | None:
+        """DONE for ``request_id`` the first time (the only place one is sent), its fd
+        closed, counted and logged; without ``log_now``, returns the log record's arguments
+        for the caller to log (``_log_handshake``)."""
         entry = self.inflight.pop(request_id, None)
         if entry is None:
             self.counters.late_outcomes += 1  # already answered: never a second DONE
-            return
+            return None
         auth = tuple(remote_auth) if status == 0 and self.report_remote_auth else ()
         try:
             self.family.done(entry.fd, status, auth)
@@ -394,7 +412,10 @@ class HandshakeService:
         self.statuses[status] += 1
         duration = time.monotonic() - entry.started
         self.metrics.observe(entry.transport, entry.role, status, duration)
+        if not log_now:
+            return entry, status, reason, outcome, duration
         _log_handshake(entry, status, reason, outcome, duration)
+        return None
 
 
 def _log_handshake(

@@ -18,7 +18,8 @@ import os
 import socket
 import sys
 import traceback
-from typing import TYPE_CHECKING, NoReturn
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from quichsd.daemon import handler, privilege
 from quichsd.daemon.channel import close_all, receive_messages, send_message
@@ -85,6 +86,17 @@ class ChannelLogHandler(logging.Handler):
             self.handleError(record)
 
 
+#: Python >= 3.12: a task that runs at once up to its first wait.  A job then sends its
+#: first flight (or reads the peer's) in the turn its message arrived, not the loop's next.
+_eager: Callable[..., asyncio.Task[None]] | None = getattr(asyncio, "eager_task_factory", None)
+
+
+def _start_task(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]
+) -> asyncio.Task[None]:
+    return _eager(loop, coro) if _eager is not None else loop.create_task(coro)
+
+
 async def _serve(channel: socket.socket, recycle_after: int, wiring: Wiring) -> None:
     loop = asyncio.get_running_loop()
     channel.setblocking(False)
@@ -138,7 +150,7 @@ async def _serve(channel: socket.socket, recycle_after: int, wiring: Wiring) -> 
                 reply(Outcome(job.request_id, errno.EBADF, reason="job arrived without its fd"))
                 continue
             accepted += 1
-            task = loop.create_task(run(job, fds[0]))
+            task = _start_task(loop, run(job, fds[0]))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             if accepted == recycle_after:  # once: jobs sent before the parent read it follow

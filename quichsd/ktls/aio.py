@@ -18,24 +18,26 @@ from quichsd.tls import Role
 
 
 async def _wait(loop: asyncio.AbstractEventLoop, fd: int, write: bool, timeout: float) -> bool:
-    """Until ``fd`` is readable (writable); False when ``timeout`` passes first."""
-    ready: asyncio.Future[None] = loop.create_future()
+    """Until ``fd`` is readable (writable); False when ``timeout`` passes first.
 
-    def wake() -> None:
+    One future, settled by the fd's callback or by a timer: ``asyncio.wait_for`` would
+    add a timeout scope (a task on Python 3.11) to every step of every handshake."""
+    ready: asyncio.Future[bool] = loop.create_future()
+
+    def settle(value: bool) -> None:
         if not ready.done():
-            ready.set_result(None)
+            ready.set_result(value)
 
     add, remove = (
         (loop.add_writer, loop.remove_writer) if write else (loop.add_reader, loop.remove_reader)
     )
-    add(fd, wake)
+    add(fd, settle, True)
+    timer = loop.call_later(timeout, settle, False)
     try:
-        await asyncio.wait_for(ready, timeout)
-    except TimeoutError:
-        return False
+        return await ready
     finally:
+        timer.cancel()
         remove(fd)
-    return True
 
 
 async def run_tcp_handshake(

@@ -78,16 +78,22 @@ class TcpHandshakeResult:
 Installer = Callable[[SockoptTarget, KtlsMaterial], InstallReport]
 
 
-def _connected(fd: int) -> bool:
+def _connected(sock: TcpSocket) -> bool:
     """Whether the socket has a peer (a never-connected TCP socket would make the first
-    send fail with EPIPE, which reads like a reset)."""
-    borrowed = socket.socket(fileno=fd)
+    send fail with EPIPE, which reads like a reset).  Asks ``sock`` itself when it can
+    (a worker's ``socket.socket``), else a socket object borrowing its fd."""
+    getpeername = getattr(sock, "getpeername", None)
+    borrowed = None
+    if getpeername is None:
+        borrowed = socket.socket(fileno=sock.fileno())
+        getpeername = borrowed.getpeername
     try:
-        borrowed.getpeername()
+        getpeername()
     except OSError as exc:
         return exc.errno != errno.ENOTCONN
     finally:
-        borrowed.detach()  # the fd stays the caller's
+        if borrowed is not None:
+            borrowed.detach()  # the fd stays the caller's
     return True
 
 
@@ -147,7 +153,7 @@ class TcpHandshake:
     def begin(self) -> None:
         """Checks for a peer, turns TCP_NODELAY on and opens the GnuTLS session."""
         result = self.result
-        if not _connected(self.sock.fileno()):
+        if not _connected(self.sock):
             # Not a peer that went away: nothing was ever there (docs/errno.md).
             result.status = errno.ENOTCONN
             result.reason = f"{self.role.value} TCP handshake: not connected"

@@ -118,10 +118,18 @@ def build_credentials(job: Job, peer_address: str | None) -> tuple[Credentials, 
     if auth is AuthMode.PSK:
         if server:
 
+            # GnuTLS >= 3.8.11 asks once per binder hash the client's PSK may use (two
+            # keyring searches for the same identity): the first answer is kept for the
+            # request's handshake (tests/test_ktls_job.py counts the searches).
+            answers: dict[bytes, tuple[int, bytes] | None] = {}
+
             def lookup(identity: bytes) -> bytes | None:
-                # Called in a handshake step, which does not await: see keyring.possessing.
-                with keyring.possessing(job.keyring):
-                    found = keyring.find_psk(identity, job.keyring)
+                if identity in answers:
+                    found = answers[identity]
+                else:
+                    # Called in a handshake step, which does not await: see keyring.possessing.
+                    with keyring.possessing(job.keyring):
+                        found = answers[identity] = keyring.find_psk(identity, job.keyring)
                 if found is None:
                     return None
                 used_psk[:] = [found[0]]
