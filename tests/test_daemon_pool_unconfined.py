@@ -7,12 +7,14 @@ all a sysadmin has to go on)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 
 import pytest
 
 from quichsd.daemon.channel import send_message
+from quichsd.daemon.forkserver import ForkServer
 from quichsd.daemon.pool import WorkerPool
 from quichsd.daemon.privilege import EXIT_UNCONFINED
 from quichsd.daemon.protocol import encode_log
@@ -67,6 +69,52 @@ def test_the_reason_is_logged_before_the_fatal_exit(caplog: pytest.LogCaptureFix
         worker_end.close()
         # The exit is heard first: no loop iteration has read the channel yet.
         pool._on_exit(worker.pid, "exited with 3", EXIT_UNCONFINED)
+
+    with caplog.at_level(logging.INFO, logger="quichsd"):
+        asyncio.run(main())
+    assert len(logged_before_fatal) == 1, "the daemon gives up once"
+    assert REASON in logged_before_fatal[0]
+
+
+def test_an_exit_read_with_its_own_spawn_reaches_the_pool_after_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The real ForkServer and pool, the test playing the fork server's process: the
+    worker's ``spawned`` and its ``exited`` arrive in one read (a worker that fails its
+    confinement dies in milliseconds, a busy parent reads late).  The pool must have the
+    worker, and so read its reason, before it hears of the exit."""
+    logged_before_fatal: list[list[str]] = []
+
+    async def main() -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setblocking(False)
+        forkserver = ForkServer(pid=0, control=ours)
+        parent_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        send_message(worker_end, encode_log(logging.ERROR, "quichsd.daemon.worker", REASON))
+        worker_end.close()
+        pid = 4321
+        send_message(theirs, json.dumps({"spawned": pid}).encode(), [parent_end.fileno()])
+        parent_end.close()
+        send_message(
+            theirs, json.dumps({"exited": pid, "how": "exited", "code": EXIT_UNCONFINED}).encode()
+        )
+        pool = WorkerPool(
+            1,
+            4,
+            0,
+            lambda outcome: None,
+            lambda ids, reason: None,
+            forkserver=forkserver,
+            on_fatal=lambda why: logged_before_fatal.append(
+                [r.getMessage() for r in caplog.records]
+            ),
+        )
+        pool.start()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        forkserver.unwatch()
+        ours.close()
+        theirs.close()
 
     with caplog.at_level(logging.INFO, logger="quichsd"):
         asyncio.run(main())

@@ -195,13 +195,23 @@ class ForkServer:
         for data, fds in raw:
             message = json.loads(data)
             if "exited" in message:
-                if self._on_exit is not None:
-                    self._on_exit(int(message["exited"]), str(message["how"]), int(message["code"]))
+                self._report_exit(int(message["exited"]), str(message["how"]), int(message["code"]))
             else:
                 messages.append((message, fds))
         if gone:
             raise ForkServerGone(0, "the fork server exited")
         return messages
+
+    def _report_exit(self, pid: int, how: str, code: int) -> None:
+        """A worker's end, to the watcher on the loop's next turn: a worker that dies at
+        once is reported in the same read as its own ``spawned``, and its pool must know
+        it (``spawn`` has returned) before it hears of its end."""
+        if self._on_exit is None:
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self._on_exit, pid, how, code)
+        except RuntimeError:  # no loop (a caller outside one): nothing to wait for
+            self._on_exit(pid, how, code)
 
     def _readable(self) -> None:
         try:
