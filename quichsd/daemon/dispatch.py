@@ -13,6 +13,7 @@ does not know or the daemon does not serve is EOPNOTSUPP.
 from __future__ import annotations
 
 import errno
+import functools
 import importlib
 import socket
 from collections.abc import Awaitable, Callable, Collection, Mapping
@@ -97,6 +98,7 @@ def job_for(role: Role, transport: str, served: Collection[str] = SERVED) -> tup
     return kind, job
 
 
+@functools.cache  # four entries; a worker looks one up per job
 def job_function(name: str) -> JobFunction:
     """The function a table entry names (in a worker, where it is already imported)."""
     module, _, function = name.partition(":")
